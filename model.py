@@ -1,0 +1,123 @@
+"""SGZ's enhancement network: EFE (enhancement factor extraction) and RIE (recurrent image enhancement).
+
+Zheng & Gupta, "Semantic-Guided Zero-Shot Learning for Low-Light Image/Video Enhancement", WACV 2022, §3.1-3.2.
+Parameter names follow the authors' released code (itself Zero-DCE++'s), so their checkpoints load unchanged.
+"""
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+NUM_FEATURES = 32
+NUM_ITERATIONS = 8
+
+
+class DepthwiseSeparableConv(nn.Module):
+    """A 3x3 depthwise conv followed by a 1x1 pointwise conv (paper §3.1, "DSC"; the authors' `CSDN_Tem`)."""
+
+    def __init__(self, in_channels: int, out_channels: int):
+        super().__init__()
+        self.depth_conv = nn.Conv2d(in_channels, in_channels, 3, padding=1, groups=in_channels)
+        self.point_conv = nn.Conv2d(in_channels, out_channels, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.point_conv(self.depth_conv(x))
+
+
+def make_conv(conv_type: str, in_channels: int, out_channels: int) -> nn.Module:
+    """"dsc": depthwise-separable (the paper's EFE); "tc": a plain 3x3 conv (the paper's comparison, Table 7)."""
+    if conv_type == "dsc":
+        return DepthwiseSeparableConv(in_channels, out_channels)
+    if conv_type == "tc":
+        return nn.Conv2d(in_channels, out_channels, 3, padding=1)
+    raise ValueError(f"conv_type must be 'dsc' or 'tc', not {conv_type!r}")
+
+
+def recurrent_enhance(x: torch.Tensor, x_r: torch.Tensor, iterations: int = NUM_ITERATIONS) -> torch.Tensor:
+    """RIE, paper Eq. 1 (Order 2): x <- x + x_r * (x^2 - x), repeated with the same x_r."""
+    for _ in range(iterations):
+        x = x + x_r * (x * x - x)
+    return x
+
+
+class EnhanceNet(nn.Module):
+    """EFE + RIE (paper Fig. 2). `forward(x)` maps a Bx3xHxW image in [0, 1] to `(enhanced, x_r)`.
+
+    The EFE runs on the input bilinearly downscaled by `scale_factor`; x_r is resized back to exactly HxW
+    (the authors' code instead upscales by `scale_factor`, so it crops inputs to multiples of it first).
+    """
+
+    def __init__(self, scale_factor: int = 12, conv_type: str = "dsc"):
+        super().__init__()
+        self.scale_factor = scale_factor
+        self.conv_type = conv_type
+        n = NUM_FEATURES
+        self.e_conv1 = make_conv(conv_type, 3, n)
+        self.e_conv2 = make_conv(conv_type, n, n)
+        self.e_conv3 = make_conv(conv_type, n, n)
+        self.e_conv4 = make_conv(conv_type, n, n)
+        self.e_conv5 = make_conv(conv_type, n * 2, n)
+        self.e_conv6 = make_conv(conv_type, n * 2, n)
+        self.e_conv7 = make_conv(conv_type, n * 2, 3)
+
+    def enhancement_factor(self, x: torch.Tensor) -> torch.Tensor:
+        """EFE (paper §3.1): x_r in [-1, 1] at x's resolution, with symmetric skip concatenations."""
+        h, w = x.shape[-2:]
+        if self.scale_factor != 1:
+            small = (max(1, h // self.scale_factor), max(1, w // self.scale_factor))
+            x = F.interpolate(x, size=small, mode="bilinear", align_corners=False)
+        x1 = F.relu(self.e_conv1(x))
+        x2 = F.relu(self.e_conv2(x1))
+        x3 = F.relu(self.e_conv3(x2))
+        x4 = F.relu(self.e_conv4(x3))
+        x5 = F.relu(self.e_conv5(torch.cat([x3, x4], 1)))
+        x6 = F.relu(self.e_conv6(torch.cat([x2, x5], 1)))
+        x_r = torch.tanh(self.e_conv7(torch.cat([x1, x6], 1)))
+        if self.scale_factor != 1:
+            # align_corners=True: the authors upsample with nn.UpsamplingBilinear2d.
+            x_r = F.interpolate(x_r, size=(h, w), mode="bilinear", align_corners=True)
+        return x_r
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x_r = self.enhancement_factor(x)
+        return recurrent_enhance(x, x_r), x_r
+
+
+def init_weights(model: nn.Module, std: float = 0.02) -> None:
+    """The authors' training init: conv weights N(0, std), biases 0."""
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.normal_(m.weight, 0.0, std)
+            nn.init.zeros_(m.bias)
+
+
+def extract_state_dict(checkpoint: dict) -> dict:
+    """The EFE state dict from a bare state dict, a DataParallel one, or a train.py checkpoint."""
+    if "model" in checkpoint and isinstance(checkpoint["model"], dict):
+        checkpoint = checkpoint["model"]
+    return {k.removeprefix("module."): v for k, v in checkpoint.items()}
+
+
+def load_enhance_net(path: str | Path, scale_factor: int = 12, conv_type: str = "dsc",
+                     device: str | torch.device = "cpu") -> EnhanceNet:
+    """An `EnhanceNet` in eval mode with weights from `path`.
+
+    Raises FileNotFoundError when the file is missing and ValueError when it is not a matching checkpoint.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such weight file")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise ValueError(f"{path}: not a PyTorch checkpoint ({type(e).__name__})") from e
+    if not isinstance(checkpoint, dict):
+        raise ValueError(f"{path}: not a state dict")
+    model = EnhanceNet(scale_factor, conv_type)
+    try:
+        model.load_state_dict(extract_state_dict(checkpoint))
+    except RuntimeError as e:
+        first = str(e).splitlines()[1].strip() if len(str(e).splitlines()) > 1 else str(e)
+        raise ValueError(f"{path}: does not fit EnhanceNet(conv_type={conv_type!r}): {first}") from e
+    return model.to(device).eval()
