@@ -1,0 +1,185 @@
+"""Enhance every image under --input_dir into --test_dir, keeping the folder structure.
+
+    python test.py                                    # data/test_data/ -> data/test_output/, our snapshot
+    python test.py --weight_dir Epoch99.pth --input_dir data/test_data/LOL/low --test_dir out/LOL
+
+Flag names are the authors' (their lowlight_test.py), so their commands keep working. Unlike their script,
+images of any size come back at their own size (theirs crop to a multiple of --scale_factor).
+Exit status: 0 when every file was enhanced, 1 when some were skipped (each named on one line), 2 on a
+setup error (missing folder or weights) that stops the run before it starts.
+"""
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps
+from tqdm import tqdm
+
+from model import load_enhance_net
+
+IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"})
+SIXTEEN_BIT_MODES = frozenset({"I", "I;16", "I;16B", "I;16L", "I;16N"})
+SAVE_OPTIONS = {"JPEG": {"quality": 95}, "WEBP": {"quality": 95}}
+
+
+class SetupError(Exception):
+    """A problem that stops the whole run before it starts (exit status 2)."""
+
+
+class BadInputError(Exception):
+    """One input file that cannot be read; the run skips it and goes on (exit status 1)."""
+
+
+def read_image(path: Path) -> np.ndarray:
+    """An HxWx3 float32 RGB array in [0, 1]: EXIF orientation applied; gray, alpha, palette and 16-bit made RGB."""
+    try:
+        with Image.open(path) as img:
+            img = ImageOps.exif_transpose(img)
+            img.load()
+    except Image.DecompressionBombError as e:
+        raise BadInputError(f"{path}: too large to decode safely ({e})") from None
+    except (OSError, SyntaxError, ValueError) as e:
+        reason = "empty file" if path.stat().st_size == 0 else f"not a readable image ({e})"
+        raise BadInputError(f"{path}: {reason}") from None
+    if img.mode in SIXTEEN_BIT_MODES:
+        gray = np.asarray(img, dtype=np.float32) / 65535.0
+        return np.repeat(np.clip(gray, 0.0, 1.0)[..., None], 3, axis=2)
+    if img.mode == "P":
+        img = img.convert("RGBA")
+    return np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0
+
+
+def to_uint8(image: torch.Tensor) -> np.ndarray:
+    """A 3xHxW tensor in [0, 1] as HxWx3 uint8, rounded as torchvision's save_image does (the authors' writer)."""
+    return image.mul(255).add_(0.5).clamp_(0, 255).permute(1, 2, 0).to("cpu", torch.uint8).numpy()
+
+
+def write_image(array: np.ndarray, path: Path) -> None:
+    """Write atomically: a temporary file in the same folder, then a rename, so no half-written output remains."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image_format = Image.registered_extensions()[path.suffix.lower()]
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            Image.fromarray(array).save(f, format=image_format, **SAVE_OPTIONS.get(image_format, {}))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def find_inputs(input_path: Path, extensions: frozenset[str]) -> list[Path]:
+    """Files under `input_path` (or `input_path` itself) whose suffix is in `extensions`, sorted."""
+    if input_path.is_file():
+        return [input_path] if input_path.suffix.lower() in extensions else []
+    return sorted(p for p in input_path.rglob("*") if p.is_file() and p.suffix.lower() in extensions)
+
+
+def plan_outputs(inputs: list[Path], input_path: Path, test_dir: Path, output_format: str) -> dict[Path, Path]:
+    """Map each input to its output path; refuse any plan that would write over an input or over another output."""
+    root = input_path if input_path.is_dir() else input_path.parent
+    if input_path.is_dir() and test_dir.resolve().is_relative_to(input_path.resolve()):
+        raise SetupError(f"--test_dir {test_dir} is inside --input_dir {input_path}: outputs would be read back "
+                         "as inputs; choose a folder outside it")
+    plan = {}
+    for src in inputs:
+        dst = test_dir / src.relative_to(root)
+        plan[src] = dst.with_suffix(".png") if output_format == "png" else dst
+    resolved_inputs = {p.resolve() for p in inputs}
+    seen = set()
+    for src, dst in plan.items():
+        if dst.resolve() in resolved_inputs:
+            raise SetupError(f"{dst}: would overwrite an input; choose another --test_dir")
+        if dst in seen:
+            raise SetupError(f"{dst}: two inputs would both be written here; drop --output_format png or rename one")
+        seen.add(dst)
+    return plan
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise SetupError("--device cuda: no CUDA device is available; use --device cpu")
+    return torch.device(name)
+
+
+def enhance_images(model: torch.nn.Module, plan: dict[Path, Path], device: torch.device) -> tuple[int, list[str], float]:
+    """Enhance each image in `plan`; returns (images done, one line per skipped file, seconds in the model)."""
+    done, skipped, model_seconds = 0, [], 0.0
+    for src, dst in tqdm(plan.items(), desc="images", unit="img", disable=not plan):
+        try:
+            image = read_image(src)
+        except BadInputError as e:
+            skipped.append(str(e))
+            tqdm.write(f"skipped {e}", file=sys.stderr)
+            continue
+        x = torch.from_numpy(image).permute(2, 0, 1).unsqueeze(0).to(device)
+        start = time.perf_counter()
+        enhanced, _ = model(x)
+        output = to_uint8(enhanced[0])
+        model_seconds += time.perf_counter() - start
+        write_image(output, dst)
+        done += 1
+    return done, skipped, model_seconds
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--input_dir", type=Path, default=Path("data/test_data"),
+                        help="folder searched recursively for images, or one file (default: data/test_data)")
+    parser.add_argument("--test_dir", type=Path, default=Path("data/test_output"),
+                        help="where outputs go, mirroring the input folders (default: data/test_output)")
+    parser.add_argument("--weight_dir", type=Path, default=Path("snapshots/sgz_ours.pth"),
+                        help="EFE weights: ours, the authors' Epoch99.pth or Zero-DCE++'s "
+                             "(default: snapshots/sgz_ours.pth)")
+    parser.add_argument("--scale_factor", type=int, default=12,
+                        help="the EFE sees the input downscaled by this (default: 12, the authors' test setting)")
+    parser.add_argument("--conv_type", choices=["dsc", "tc"], default="dsc",
+                        help="EFE convolutions the weights were trained with (default: dsc, paper §3.1)")
+    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
+                        help="auto picks CUDA when available (default: auto)")
+    parser.add_argument("--output_format", choices=["same", "png"], default="same",
+                        help="same: each output keeps its input's format; png: all PNG (default: same)")
+    return parser.parse_args(argv)
+
+
+def run(args: argparse.Namespace) -> int:
+    if not args.input_dir.exists():
+        raise SetupError(f"{args.input_dir}: no such file or folder (--input_dir)")
+    device = pick_device(args.device)
+    try:
+        model = load_enhance_net(args.weight_dir, args.scale_factor, args.conv_type, device)
+    except FileNotFoundError as e:
+        raise SetupError(f"{e}: pass --weight_dir PATH (ours, or the authors' Epoch99.pth), "
+                         "or train one with `python train.py`") from None
+    except ValueError as e:
+        raise SetupError(str(e)) from None
+    plan = plan_outputs(find_inputs(args.input_dir, IMAGE_EXTENSIONS), args.input_dir, args.test_dir,
+                        args.output_format)
+    start = time.perf_counter()
+    with torch.inference_mode():
+        done, skipped, model_seconds = enhance_images(model, plan, device)
+    wall = time.perf_counter() - start
+    ms_per_image = 1000 / max(done, 1)
+    print(f"{done} images enhanced into {args.test_dir}, {len(skipped)} skipped; model {model_seconds * ms_per_image:.1f}"
+          f" ms/image, wall {wall * ms_per_image:.1f} ms/image on {device}")
+    return 1 if skipped else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        return run(args)
+    except SetupError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

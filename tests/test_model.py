@@ -1,0 +1,96 @@
+"""EnhanceNet: the authors' parameter layout, Eq. 1, and outputs at the input's own size."""
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from conftest import SHARED, requires_shared
+from model import EnhanceNet, init_weights, load_enhance_net, recurrent_enhance
+
+
+def random_net(scale_factor: int = 12, conv_type: str = "dsc", seed: int = 0) -> EnhanceNet:
+    torch.manual_seed(seed)
+    net = EnhanceNet(scale_factor, conv_type)
+    init_weights(net, std=0.2)
+    return net.eval()
+
+
+def test_dsc_net_has_10561_parameters_as_the_authors():
+    assert sum(p.numel() for p in EnhanceNet().parameters()) == 10_561
+
+
+def test_tc_net_uses_plain_3x3_convs():
+    net = EnhanceNet(conv_type="tc")
+    assert isinstance(net.e_conv2, nn.Conv2d) and net.e_conv2.kernel_size == (3, 3)
+    assert sum(p.numel() for p in net.parameters()) == 67_299
+
+
+def test_unknown_conv_type_is_refused():
+    with pytest.raises(ValueError, match="conv_type"):
+        EnhanceNet(conv_type="dw")
+
+
+def test_recurrent_enhance_is_eq1_applied_eight_times():
+    x, r = 0.2, -0.7
+    for _ in range(8):
+        x = x + r * (x * x - x)
+    out = recurrent_enhance(torch.tensor([0.2]), torch.tensor([-0.7]))
+    assert out.item() == pytest.approx(x, rel=1e-6)
+
+
+def test_forward_applies_rie_with_its_own_factor():
+    out, x_r = random_net()(torch.full((1, 3, 48, 48), 0.1))
+    assert x_r.shape == (1, 3, 48, 48)
+    torch.testing.assert_close(out, recurrent_enhance(torch.full_like(out, 0.1), x_r))
+
+
+@pytest.mark.parametrize("size", [(400, 600), (396, 600), (789, 1039), (13, 29), (5, 7), (1, 1)])
+def test_output_keeps_input_size(size):
+    with torch.inference_mode():
+        enhanced, x_r = random_net()(torch.rand(2, 3, *size))
+    assert enhanced.shape == x_r.shape == (2, 3, *size)
+    assert torch.isfinite(enhanced).all()
+
+
+def test_resizing_equals_the_authors_on_multiples_of_the_scale_factor():
+    net = random_net()
+    x = torch.rand(1, 3, 96, 144)
+    authors_down = F.interpolate(x, scale_factor=1 / 12, mode="bilinear")
+    small = EnhanceNet(scale_factor=1)
+    small.load_state_dict(net.state_dict())
+    _, x_r_small = small(authors_down)
+    authors_x_r = nn.UpsamplingBilinear2d(scale_factor=12)(x_r_small)
+    torch.testing.assert_close(net.enhancement_factor(x), authors_x_r, rtol=0, atol=1e-6)
+
+
+@requires_shared
+def test_authors_and_zero_dce_pp_checkpoints_load_unchanged():
+    for name in ["sgz_official_epoch99.pth", "zero_dce_pp_epoch99.pth"]:
+        net = load_enhance_net(SHARED / "weights" / name)
+        reference = torch.load(SHARED / "weights" / name, map_location="cpu", weights_only=True)
+        assert net.state_dict().keys() == reference.keys()
+        torch.testing.assert_close(net.e_conv7.point_conv.weight, reference["e_conv7.point_conv.weight"])
+
+
+@requires_shared
+def test_zero_dce_checkpoint_is_refused_with_one_line():
+    with pytest.raises(ValueError) as err:
+        load_enhance_net(SHARED / "weights" / "zero_dce_epoch99.pth")
+    assert "zero_dce_epoch99.pth" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_train_checkpoint_and_data_parallel_keys_load(tmp_path):
+    net = random_net()
+    torch.save({"model": net.state_dict(), "epoch": 3}, tmp_path / "ckpt.pth")
+    torch.save({f"module.{k}": v for k, v in net.state_dict().items()}, tmp_path / "dp.pth")
+    for name in ["ckpt.pth", "dp.pth"]:
+        loaded = load_enhance_net(tmp_path / name)
+        torch.testing.assert_close(loaded.e_conv1.depth_conv.weight, net.e_conv1.depth_conv.weight)
+
+
+def test_missing_and_non_checkpoint_files_raise(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no such weight file"):
+        load_enhance_net(tmp_path / "absent.pth")
+    (tmp_path / "junk.pth").write_text("not a checkpoint")
+    with pytest.raises(ValueError, match="not a PyTorch checkpoint"):
+        load_enhance_net(tmp_path / "junk.pth")
