@@ -1,0 +1,160 @@
+"""test.py: parity with the authors' outputs, sizes kept, and bad input handled file by file."""
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import test as enhance_script
+from conftest import ROOT, SHARED, requires_shared
+from model import EnhanceNet, init_weights
+
+OFFICIAL = SHARED / "weights" / "sgz_official_epoch99.pth"
+
+
+@pytest.fixture(scope="module")
+def random_weights(tmp_path_factory) -> Path:
+    torch.manual_seed(0)
+    net = EnhanceNet()
+    init_weights(net)
+    path = tmp_path_factory.mktemp("weights") / "random.pth"
+    torch.save(net.state_dict(), path)
+    return path
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(ROOT / "test.py"), *map(str, args)],
+                          capture_output=True, text=True, cwd=ROOT)
+
+
+def dark(size: tuple[int, int], seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 60, (size[1], size[0], 3), dtype=np.uint8)
+
+
+def test_the_script_is_this_repos_test_py():
+    assert Path(enhance_script.__file__).resolve() == ROOT / "test.py"
+
+
+@requires_shared
+def test_outputs_match_the_authors_released_outputs_within_one_level(tmp_path):
+    assert enhance_script.main(["--weight_dir", str(OFFICIAL), "--input_dir", str(SHARED / "data/test_data/lowCUT"),
+                                "--test_dir", str(tmp_path), "--device", "cpu"]) == 0
+    references = sorted((SHARED / "parity/sgz_official_lowCUT").glob("*.png"))
+    assert len(references) == 15
+    for ref in references:
+        ours = np.asarray(Image.open(tmp_path / ref.name), dtype=np.int16)
+        theirs = np.asarray(Image.open(ref).convert("RGB"), dtype=np.int16)
+        assert ours.shape == theirs.shape
+        assert np.abs(ours - theirs).max() <= 1, ref.name
+
+
+@requires_shared
+@pytest.mark.parametrize("folder", ["LIME", "LOL/low"])
+def test_odd_and_full_size_images_come_out_at_their_own_size(tmp_path, folder):
+    source = SHARED / "data/test_data" / folder
+    assert enhance_script.main(["--weight_dir", str(OFFICIAL), "--input_dir", str(source),
+                                "--test_dir", str(tmp_path)]) == 0
+    inputs = sorted(p for p in source.iterdir() if p.suffix in {".bmp", ".png"})
+    for src in inputs:
+        assert Image.open(tmp_path / src.name).size == Image.open(src).size
+
+
+def make_messy_folder(root: Path) -> None:
+    (root / "nested" / "deeper").mkdir(parents=True)
+    Image.fromarray(dark((40, 30))).save(root / "ok.jpg", quality=95)
+    good = (root / "ok.jpg").read_bytes()
+    (root / "corrupt.jpg").write_bytes(good[: len(good) // 3])
+    (root / "empty.png").write_bytes(b"")
+    (root / "notes.txt").write_text("not an image")
+    Image.fromarray(dark((33, 21))[..., 0]).save(root / "gray.png")
+    Image.fromarray(np.dstack([dark((31, 17)), np.full((17, 31), 128, np.uint8)])).save(root / "rgba.png")
+    Image.fromarray(dark((25, 19))).convert("P", palette=Image.Palette.ADAPTIVE).save(root / "nested" / "palette.png")
+    Image.fromarray(np.full((23, 29), 16384, np.uint16)).save(root / "nested" / "deeper" / "sixteen.png")
+    Image.fromarray(dark((26, 14))).save(root / "nested" / "image.bmp")
+    Image.fromarray(dark((26, 14))).save(root / "nested" / "image.webp")
+    Image.fromarray(dark((26, 14))).save(root / "nested" / "image.tif")
+    exif = Image.Exif()
+    exif[0x0112] = 6  # EXIF orientation: rotate 90 degrees on display
+    Image.fromarray(dark((40, 20))).save(root / "rotated.jpg", exif=exif)
+
+
+def test_messy_folder_enhances_every_decodable_image_and_names_each_bad_file_once(tmp_path, random_weights):
+    make_messy_folder(tmp_path / "in")
+    result = run_cli("--weight_dir", random_weights, "--input_dir", tmp_path / "in", "--test_dir", tmp_path / "out")
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    bad_lines = [line for line in result.stderr.splitlines() if line.startswith("skipped ")]
+    assert len(bad_lines) == 2
+    assert sum("corrupt.jpg" in line for line in bad_lines) == 1
+    assert sum("empty.png" in line and "empty file" in line for line in bad_lines) == 1
+    expected_sizes = {"ok.jpg": (40, 30), "gray.png": (33, 21), "rgba.png": (31, 17), "rotated.jpg": (20, 40),
+                      "nested/palette.png": (25, 19), "nested/deeper/sixteen.png": (29, 23),
+                      "nested/image.bmp": (26, 14), "nested/image.webp": (26, 14), "nested/image.tif": (26, 14)}
+    written = sorted(str(p.relative_to(tmp_path / "out")) for p in (tmp_path / "out").rglob("*") if p.is_file())
+    assert written == sorted(expected_sizes)
+    for name, size in expected_sizes.items():
+        with Image.open(tmp_path / "out" / name) as out:
+            assert out.mode == "RGB" and out.size == size, name
+    assert "9 images enhanced" in result.stdout and "2 skipped" in result.stdout
+
+
+def test_sixteen_bit_gray_keeps_its_full_range(tmp_path):
+    Image.fromarray(np.full((4, 5), 32768, np.uint16)).save(tmp_path / "half.png")
+    image = enhance_script.read_image(tmp_path / "half.png")
+    assert image.shape == (4, 5, 3)
+    np.testing.assert_allclose(image, 32768 / 65535, rtol=1e-6)
+
+
+def test_output_format_png_converts_every_output(tmp_path, random_weights):
+    (tmp_path / "in").mkdir()
+    Image.fromarray(dark((16, 12))).save(tmp_path / "in" / "a.jpg")
+    assert enhance_script.main(["--weight_dir", str(random_weights), "--input_dir", str(tmp_path / "in"),
+                                "--test_dir", str(tmp_path / "out"), "--output_format", "png"]) == 0
+    assert Image.open(tmp_path / "out" / "a.png").format == "PNG"
+
+
+def test_single_file_input(tmp_path, random_weights):
+    Image.fromarray(dark((16, 12))).save(tmp_path / "one.png")
+    assert enhance_script.main(["--weight_dir", str(random_weights), "--input_dir", str(tmp_path / "one.png"),
+                                "--test_dir", str(tmp_path / "out")]) == 0
+    assert Image.open(tmp_path / "out" / "one.png").size == (16, 12)
+
+
+@pytest.mark.parametrize("case", ["missing_input", "missing_weights", "mismatched_weights", "test_dir_inside_input"])
+def test_setup_errors_exit_2_with_one_line_and_write_nothing(tmp_path, random_weights, case):
+    (tmp_path / "in").mkdir()
+    Image.fromarray(dark((16, 12))).save(tmp_path / "in" / "a.png")
+    torch.save({"e_conv1.weight": torch.zeros(1)}, tmp_path / "other.pth")
+    args = {"--input_dir": tmp_path / "in", "--test_dir": tmp_path / "out", "--weight_dir": random_weights}
+    expected = {"missing_input": ("--input_dir", tmp_path / "absent", "absent"),
+                "missing_weights": ("--weight_dir", tmp_path / "none.pth", "--weight_dir PATH"),
+                "mismatched_weights": ("--weight_dir", tmp_path / "other.pth", "does not fit EnhanceNet"),
+                "test_dir_inside_input": ("--test_dir", tmp_path / "in" / "out", "inside --input_dir")}[case]
+    args[expected[0]] = expected[1]
+    result = run_cli(*[str(item) for pair in args.items() for item in pair])
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and result.stderr.startswith("error: ") and expected[2] in result.stderr
+    assert not (tmp_path / "out").exists() and not (tmp_path / "in" / "out").exists()
+
+
+def test_output_that_would_overwrite_an_input_is_refused(tmp_path):
+    (tmp_path / "a" / "a").mkdir(parents=True)
+    for name in ["a/x.png", "a/a/x.png"]:
+        Image.fromarray(dark((8, 8))).save(tmp_path / name)
+    inputs = enhance_script.find_inputs(tmp_path / "a", enhance_script.IMAGE_EXTENSIONS)
+    with pytest.raises(enhance_script.SetupError, match="would overwrite an input"):
+        enhance_script.plan_outputs(inputs, tmp_path / "a", tmp_path, "same")
+
+
+def test_failed_write_leaves_no_partial_file(tmp_path, monkeypatch):
+    def broken_save(self, fp, *args, **kwargs):
+        fp.write(b"half")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(Image.Image, "save", broken_save)
+    with pytest.raises(OSError, match="disk full"):
+        enhance_script.write_image(dark((8, 8)), tmp_path / "out.png")
+    assert list(tmp_path.iterdir()) == []
