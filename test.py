@@ -13,6 +13,8 @@ import os
 import sys
 import tempfile
 import time
+from collections import deque
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -109,24 +111,99 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def enhance_images(model: torch.nn.Module, plan: dict[Path, Path], device: torch.device) -> tuple[int, list[str], float]:
-    """Enhance each image in `plan`; returns (images done, one line per skipped file, seconds in the model)."""
-    done, skipped, model_seconds = 0, [], 0.0
-    for src, dst in tqdm(plan.items(), desc="images", unit="img", disable=not plan):
+def load_for_model(path: Path) -> np.ndarray:
+    """A 3xHxW contiguous float32 array, made in a worker thread so the model never waits on decoding."""
+    return np.ascontiguousarray(read_image(path).transpose(2, 0, 1))
+
+
+def save_output(image: torch.Tensor, path: Path) -> None:
+    write_image(to_uint8(image), path)
+
+
+class InlineExecutor(Executor):
+    """Runs each call at once in the calling thread: `--num_workers 0`."""
+
+    def submit(self, fn, /, *args) -> Future:
+        future = Future()
         try:
-            image = read_image(src)
+            future.set_result(fn(*args))
+        except Exception as e:
+            future.set_exception(e)
+        return future
+
+
+def worker_pool(num_workers: int) -> Executor:
+    return ThreadPoolExecutor(num_workers) if num_workers > 0 else InlineExecutor()
+
+
+def prefetch(pool: Executor, fn, items: list, depth: int):
+    """Yield (item, future of fn(item)) in order, with at most `depth` calls submitted ahead."""
+    pending = deque()
+    for item in items:
+        pending.append((item, pool.submit(fn, item)))
+        if len(pending) > depth:
+            yield pending.popleft()
+    yield from pending
+
+
+def same_size_batches(loaded, batch_size: int, skipped: list[str]):
+    """Group consecutive decodable images of one size into batches of at most `batch_size`."""
+    batch = []
+    for src, future in loaded:
+        try:
+            image = future.result()
         except BadInputError as e:
             skipped.append(str(e))
             tqdm.write(f"skipped {e}", file=sys.stderr)
             continue
-        x = torch.from_numpy(image).permute(2, 0, 1).unsqueeze(0).to(device)
-        start = time.perf_counter()
-        enhanced, _ = model(x)
-        output = to_uint8(enhanced[0])
-        model_seconds += time.perf_counter() - start
-        write_image(output, dst)
-        done += 1
+        if batch and (len(batch) == batch_size or batch[0][1].shape != image.shape):
+            yield batch
+            batch = []
+        batch.append((src, image))
+    if batch:
+        yield batch
+
+
+def enhance_images(model: torch.nn.Module, plan: dict[Path, Path], device: torch.device, batch_size: int,
+                   num_workers: int) -> tuple[int, list[str], float]:
+    """Enhance each image in `plan`: decoding and encoding run in `num_workers` threads beside the model.
+
+    Returns (images done, one line per skipped file, seconds spent in the model).
+    """
+    done, skipped, model_seconds = 0, [], 0.0
+    depth = 2 * batch_size + num_workers
+    with worker_pool(num_workers) as readers, worker_pool(num_workers) as writers, \
+            tqdm(total=len(plan), desc="images", unit="img", disable=not plan) as bar:
+        writes = deque()
+        loaded = prefetch(readers, load_for_model, list(plan), depth)
+        for batch in same_size_batches(loaded, batch_size, skipped):
+            x = torch.from_numpy(np.stack([image for _, image in batch]))
+            if device.type == "cuda":
+                x = x.pin_memory()
+            start = time.perf_counter()
+            enhanced, _ = model(x.to(device, non_blocking=True))
+            enhanced = enhanced.to("cpu")
+            model_seconds += time.perf_counter() - start
+            for (src, _), image in zip(batch, enhanced):
+                writes.append((plan[src], writers.submit(save_output, image, plan[src])))
+            while len(writes) > depth:
+                done += finish_write(*writes.popleft(), skipped)
+            bar.update(len(batch))
+        while writes:
+            done += finish_write(*writes.popleft(), skipped)
+        bar.update(len(plan) - bar.n)
     return done, skipped, model_seconds
+
+
+def finish_write(dst: Path, future, skipped: list[str]) -> int:
+    """1 once the output is written; 0, with a line naming it, when writing failed (the run goes on)."""
+    try:
+        future.result()
+        return 1
+    except OSError as e:
+        skipped.append(f"{dst}: cannot write ({e.strerror or e})")
+        tqdm.write(f"skipped {skipped[-1]}", file=sys.stderr)
+        return 0
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -144,6 +221,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="EFE convolutions the weights were trained with (default: dsc, paper §3.1)")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
                         help="auto picks CUDA when available (default: auto)")
+    parser.add_argument("--batch_size", type=int, default=8,
+                        help="images of the same size enhanced together (default: 8)")
+    parser.add_argument("--num_workers", type=int, default=2,
+                        help="threads that decode inputs and encode outputs beside the model; 0 does it all in one thread "
+                             "(default: 2)")
     parser.add_argument("--output_format", choices=["same", "png"], default="same",
                         help="same: each output keeps its input's format; png: all PNG (default: same)")
     return parser.parse_args(argv)
@@ -164,7 +246,7 @@ def run(args: argparse.Namespace) -> int:
                         args.output_format)
     start = time.perf_counter()
     with torch.inference_mode():
-        done, skipped, model_seconds = enhance_images(model, plan, device)
+        done, skipped, model_seconds = enhance_images(model, plan, device, args.batch_size, args.num_workers)
     wall = time.perf_counter() - start
     ms_per_image = 1000 / max(done, 1)
     print(f"{done} images enhanced into {args.test_dir}, {len(skipped)} skipped; model {model_seconds * ms_per_image:.1f}"

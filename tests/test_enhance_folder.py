@@ -10,7 +10,7 @@ from PIL import Image
 
 import test as enhance_script
 from conftest import ROOT, SHARED, requires_shared
-from model import EnhanceNet, init_weights
+from model import EnhanceNet, init_weights, load_enhance_net
 
 OFFICIAL = SHARED / "weights" / "sgz_official_epoch99.pth"
 
@@ -158,3 +158,31 @@ def test_failed_write_leaves_no_partial_file(tmp_path, monkeypatch):
     with pytest.raises(OSError, match="disk full"):
         enhance_script.write_image(dark((8, 8)), tmp_path / "out.png")
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("batch_size, num_workers", [(1, 0), (3, 1), (8, 2)])
+def test_batching_and_worker_threads_give_each_image_its_own_output(tmp_path, random_weights, batch_size, num_workers):
+    (tmp_path / "in").mkdir(exist_ok=True)
+    for i, size in enumerate([(24, 16)] * 4 + [(20, 30)] * 3 + [(24, 16)]):
+        Image.fromarray(dark(size, seed=i)).save(tmp_path / "in" / f"{i}.png")
+    out = tmp_path / f"out_{batch_size}_{num_workers}"
+    assert enhance_script.main(["--weight_dir", str(random_weights), "--input_dir", str(tmp_path / "in"),
+                                "--test_dir", str(out), "--batch_size", str(batch_size),
+                                "--num_workers", str(num_workers)]) == 0
+    net = load_enhance_net(random_weights)
+    for i in range(8):
+        x = torch.from_numpy(enhance_script.load_for_model(tmp_path / "in" / f"{i}.png"))[None]
+        with torch.enable_grad():
+            expected = enhance_script.to_uint8(net(x)[0][0].detach()).astype(np.int16)
+        assert np.abs(np.asarray(Image.open(out / f"{i}.png"), dtype=np.int16) - expected).max() <= 1, i
+
+
+def test_an_output_that_cannot_be_written_is_named_and_the_run_goes_on(tmp_path, random_weights, capsys):
+    (tmp_path / "in").mkdir()
+    for name in ["a.png", "b.png"]:
+        Image.fromarray(dark((16, 12))).save(tmp_path / "in" / name)
+    (tmp_path / "out" / "a.png").mkdir(parents=True)
+    assert enhance_script.main(["--weight_dir", str(random_weights), "--input_dir", str(tmp_path / "in"),
+                                "--test_dir", str(tmp_path / "out")]) == 1
+    assert capsys.readouterr().err.count("a.png: cannot write") == 1
+    assert Image.open(tmp_path / "out" / "b.png").size == (16, 12)
