@@ -1,0 +1,199 @@
+"""Inference speed: the authors' op-by-op math beside this repo's default path, in one run, as one table.
+
+    python bench.py                                    # full table: 4 sizes on CPU (and CUDA when present)
+    python bench.py --sizes 64x48 --repeats 3 --folder_images 4 --folder_size 64x48   # a quick check
+
+Each row is the median of --repeats timed runs after --warmup untimed ones, on the same input.
+"""
+import argparse
+import ctypes
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+import test as enhance_script
+from model import EnhanceNet, init_weights, load_enhance_net
+
+NUM_ITERATIONS = 8
+M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
+GLIBC_MAX_MMAP_THRESHOLD = 32 * 2**20  # where glibc's own threshold settles on 64-bit Linux after large frees
+
+
+def reference_forward(net: EnhanceNet, x: torch.Tensor) -> torch.Tensor:
+    """The authors' math op by op: EFE on the downscaled input, x_r upsampled, then 8 steps of Eq. 1."""
+    x_r = F.interpolate(net.low_resolution_factor(x), size=x.shape[-2:], mode="bilinear", align_corners=True)
+    for _ in range(NUM_ITERATIONS):
+        x = x + x_r * (torch.pow(x, 2) - x)
+    return x
+
+
+def median_ms(fn, warmup: int, repeats: int, device: torch.device) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times) * 1e3
+
+
+def peak_memory_mb(fn, device: torch.device) -> float | None:
+    """Peak memory one call adds: CUDA allocator peak, or on Linux the process's peak RSS (VmHWM) after a reset."""
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+        fn()
+        torch.cuda.synchronize()
+        return (torch.cuda.max_memory_allocated() - base) / 2**20
+    set_mmap_threshold(64 * 1024)  # every tensor's pages come and go with it, so VmHWM sees this call alone
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        base = resident_kb("VmRSS")
+        fn()
+        return (resident_kb("VmHWM") - base) / 1024
+    except OSError:
+        return None
+    finally:
+        set_mmap_threshold(GLIBC_MAX_MMAP_THRESHOLD)
+
+
+def set_mmap_threshold(size: int) -> None:
+    """glibc serves allocations over `size` by mmap, so they leave RSS when freed."""
+    try:
+        ctypes.CDLL("libc.so.6").mallopt(M_MMAP_THRESHOLD, size)
+    except (OSError, AttributeError):
+        pass
+
+
+def bandwidth_floor_row(size: tuple[int, int], device: torch.device) -> list[str]:
+    """The fewest bytes an fp16 image must move (read once, write once) over a measured device copy rate."""
+    buffer = torch.empty(2**28, dtype=torch.uint8, device=device)
+    seconds = median_ms(lambda: buffer.clone(), 3, 10, device) / 1e3
+    bytes_per_second = 2 * buffer.numel() / seconds
+    width, height = size
+    ms = 2 * 3 * width * height * 2 / bytes_per_second * 1e3
+    return [f"{width}x{height}", device.type, f"floor: fp16 read + write at {bytes_per_second / 1e12:.2f} TB/s",
+            f"{ms:.4f}", f"{1e3 / ms:.0f}", "", "", ""]
+
+
+def resident_kb(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise OSError(f"/proc/self/status has no {field}")
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    width, height = text.lower().split("x")
+    return int(width), int(height)
+
+
+def model_rows(net: EnhanceNet, size: tuple[int, int], device: torch.device, args) -> list[list[str]]:
+    width, height = size
+    x = torch.rand(1, 3, height, width, generator=torch.Generator().manual_seed(0)).mul_(0.4).to(device)
+    paths = {"reference (authors' math)": lambda: reference_forward(net, x), "default (EnhanceNet)": lambda: net(x)}
+    if args.compile:
+        paths["torch.compile"] = torch.compile(lambda: reference_forward(net, x))
+    if device.type == "cuda":
+        half_net = EnhanceNet(net.scale_factor).to(device).half().eval()
+        half_net.load_state_dict(net.state_dict())
+        batch = x.half().expand(args.cuda_batch, -1, -1, -1).contiguous()
+        paths[f"default fp16, batch {args.cuda_batch}"] = lambda: half_net(batch)
+    reference = reference_forward(net, x)
+    rows, reference_ms = [], None
+    for name, fn in paths.items():
+        ms = median_ms(fn, args.warmup, args.repeats, device)
+        images = args.cuda_batch if "batch" in name else 1
+        ms /= images
+        reference_ms = reference_ms or ms
+        out = fn()
+        out = out[0] if isinstance(out, tuple) else out
+        diff = (out[:1].float() - reference).abs().max().item() * 255
+        memory = peak_memory_mb(fn, device)
+        rows.append([f"{width}x{height}", device.type, name, f"{ms:.2f}", f"{1e3 / ms:.0f}",
+                     f"{reference_ms / ms:.1f}x", f"{diff:.3f}/255", "n/a" if memory is None else f"{memory:.0f}"])
+    return rows
+
+
+def folder_rows(weights: Path, args) -> list[list[str]]:
+    """test.py end to end on generated dark JPEGs: one image at a time in one thread, then its defaults."""
+    width, height = parse_size(args.folder_size)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp) / "in"
+        folder.mkdir()
+        rng = np.random.default_rng(0)
+        base = rng.integers(0, 50, (height // 8 + 1, width // 8 + 1, 3), dtype=np.uint8)
+        for i in range(args.folder_images):
+            image = Image.fromarray(np.roll(base, i, axis=1)).resize((width, height), Image.Resampling.BILINEAR)
+            image.save(folder / f"{i:04d}.jpg", quality=90)
+        for label, extra in [("test.py --batch_size 1 --num_workers 0", ["--batch_size", "1", "--num_workers", "0"]),
+                             ("test.py (defaults)", [])]:
+            start = time.perf_counter()
+            enhance_script.main(["--weight_dir", str(weights), "--input_dir", str(folder),
+                                 "--test_dir", str(Path(tmp) / "out"), "--device", "cpu", *extra])
+            seconds = time.perf_counter() - start
+            rows.append([f"{args.folder_images} x {width}x{height} JPEG", "cpu", label,
+                         f"{seconds * 1e3 / args.folder_images:.2f}", f"{args.folder_images / seconds:.1f}",
+                         "", "", ""])
+    return rows
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", default="640x360,1200x900,1920x1080,3840x2160",
+                        help="WxH sizes (default: 640x360,1200x900,1920x1080,3840x2160)")
+    parser.add_argument("--weight_dir", type=Path, default=Path("snapshots/sgz_ours.pth"),
+                        help="EFE weights; random N(0, 0.02) when the file is missing (default: snapshots/sgz_ours.pth)")
+    parser.add_argument("--threads", type=int, default=2, help="CPU threads (default: 2)")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed runs first (default: 3)")
+    parser.add_argument("--repeats", type=int, default=20, help="timed runs; the median is shown (default: 20)")
+    parser.add_argument("--cuda_batch", type=int, default=64, help="batch of the CUDA fp16 row (default: 64)")
+    parser.add_argument("--compile", action="store_true",
+                        help="add a torch.compile row (compiles for minutes on a cold cache; default: off)")
+    parser.add_argument("--folder_images", type=int, default=100,
+                        help="generated JPEGs for the test.py folder rows; 0 skips them (default: 100)")
+    parser.add_argument("--folder_size", default="1200x900", help="their WxH (default: 1200x900)")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    if args.weight_dir.is_file():
+        net, weights = load_enhance_net(args.weight_dir), args.weight_dir
+    else:
+        net = EnhanceNet().eval()
+        init_weights(net)
+        weights = Path(tempfile.mkdtemp()) / "random.pth"
+        torch.save(net.state_dict(), weights)
+    devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
+    rows = []
+    with torch.inference_mode():
+        for device in devices:
+            net.to(device)
+            for size in args.sizes.split(","):
+                rows += model_rows(net, parse_size(size), device, args)
+                if device.type == "cuda":
+                    rows.append(bandwidth_floor_row(parse_size(size), device))
+    if args.folder_images:
+        rows += folder_rows(weights, args)
+    header = ["size", "device", "path", "ms/image", "images/s", "speedup", "max diff", "peak MB"]
+    cpu = f"{torch.get_num_threads()} threads" + (f", {torch.cuda.get_device_name()}" if len(devices) > 1 else "")
+    print(f"\ntorch {torch.__version__}, {cpu}")
+    print("| " + " | ".join(header) + " |\n|" + "---|" * len(header))
+    for row in rows:
+        print("| " + " | ".join(row) + " |")
+
+
+if __name__ == "__main__":
+    main()
