@@ -1,0 +1,306 @@
+"""Low-light video: decode, enhance in batches, encode, streaming through PyAV (FFmpeg), with no frame files on disk.
+
+The paper's title promises video (Zheng & Gupta, WACV 2022); the authors' route dumps every frame to a JPEG, runs the
+image script and re-joins the frames, losing the audio. Here a decoder thread and an encoder thread run beside the
+model with bounded queues, so memory stays flat however long the clip is:
+
+    decode (thread) -> queue -> EnhanceNet on batches (caller's thread) -> queue -> encode + mux (thread)
+
+The output keeps the input's resolution, frame timestamps (so frame rate and duration) and audio packets, copied
+unchanged. Video is H.264 (libx264): yuv420p where both sides are even, yuv444p where one is odd (4:2:0 cannot hold
+an odd size exactly), and lossless RGB (libx264rgb) at `crf=0`. A container that cannot hold H.264 plus the input's
+audio (AVI, WebM) is written as Matroska (.mkv) instead.
+"""
+import io
+import os
+import queue
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import av
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from model import EnhanceNet, recurrent_enhance
+
+VIDEO_EXTENSIONS = frozenset({".mp4", ".mov", ".mkv", ".avi", ".webm"})
+# Output containers. AVI stores no timestamps (so no reordered H.264 frames) and WebM no H.264: both become .mkv.
+CONTAINERS = {".mp4": "mp4", ".mov": "mov", ".mkv": "matroska"}
+PRESET = "veryfast"  # libx264 speed preset: on CPU the encoder shares the cores with the model
+QUEUE_BATCHES = 2  # batches each queue may hold: enough to overlap decode, model and encode, and no more
+_END = object()
+
+
+class VideoError(Exception):
+    """No output could be made from this file (no video stream, unsupported codec, unreadable); one line."""
+
+
+@dataclass
+class VideoReport:
+    output: Path
+    frames: int
+    seconds: float  # wall-clock time, decode + enhance + encode
+    duration: float  # seconds of video enhanced (the input's, up to the last frame decoded)
+    error: str | None = None  # set when the input was truncated or corrupt and `output` holds the frames before it
+
+    @property
+    def fps(self) -> float:
+        return self.frames / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def realtime(self) -> float:
+        """Seconds of video per second of wall time: above 1 is faster than real time."""
+        return self.duration / self.seconds if self.seconds > 0 else 0.0
+
+    def summary(self) -> str:
+        line = (f"{self.output}: {self.frames} frames in {self.seconds:.1f} s, {self.fps:.1f} fps, "
+                f"{self.realtime:.2f}x real time")
+        return line + (f" (partial: {self.error})" if self.error else "")
+
+
+def brightness_flicker(frames: Iterable[np.ndarray]) -> float:
+    """Mean absolute frame-to-frame change of mean brightness (0-255 scale) over HxWx3 uint8 frames."""
+    means = np.array([frame.mean() for frame in frames])
+    return float(np.abs(np.diff(means)).mean()) if len(means) > 1 else 0.0
+
+
+class FrameEnhancer:
+    """EnhanceNet on batches of uint8 frames, with an optional EMA of the enhancement factor x_r across frames.
+
+    `temporal_smoothing` alpha: s_0 = x_r_0, s_t = alpha * s_{t-1} + (1 - alpha) * x_r_t, and frame t is enhanced
+    with s_t (RIE, paper Eq. 1). 0 (the default) is off: each frame gets its own x_r, as in the paper; the EMA is
+    not in the paper.
+    """
+
+    def __init__(self, model: EnhanceNet, device: torch.device, temporal_smoothing: float = 0.0):
+        if not 0.0 <= temporal_smoothing < 1.0:
+            raise ValueError(f"temporal_smoothing must be in [0, 1), not {temporal_smoothing}")
+        self.model, self.device, self.alpha = model, device, temporal_smoothing
+        self.x_r = None
+
+    @torch.inference_mode()
+    def __call__(self, frames: np.ndarray) -> np.ndarray:
+        """NxHxWx3 uint8 RGB -> NxHxWx3 uint8 RGB, enhanced."""
+        x = torch.from_numpy(frames).to(self.device).permute(0, 3, 1, 2).float().div_(255)
+        x_r = self.model.enhancement_factor(x)
+        if self.alpha > 0:
+            for i in range(len(x_r)):
+                previous = x_r[i - 1] if i else self.x_r
+                if previous is not None:
+                    x_r[i].mul_(1 - self.alpha).add_(previous, alpha=self.alpha)
+            self.x_r = x_r[-1].clone()
+        y = recurrent_enhance(x, x_r)
+        return y.mul_(255).round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+
+
+def _one_line(e: BaseException) -> str:
+    return (str(e).splitlines() or [type(e).__name__])[0]
+
+
+def _put(q: queue.Queue, item, stop: threading.Event) -> None:
+    """Put, giving up when the pipeline stops, so a thread never blocks on a queue nobody reads."""
+    while not stop.is_set():
+        try:
+            q.put(item, timeout=0.1)
+            return
+        except queue.Full:
+            pass
+
+
+def _get(q: queue.Queue, stop: threading.Event):
+    while not stop.is_set():
+        try:
+            return q.get(timeout=0.1)
+        except queue.Empty:
+            pass
+    return _END
+
+
+def _stop_on_error(stage, stop: threading.Event) -> None:
+    """Run a pipeline stage; if it fails, stop the other stages first, so none waits on a queue nobody serves."""
+    try:
+        stage()
+    except BaseException:
+        stop.set()
+        raise
+
+
+def output_path(dst: Path, audio_codecs: Iterable[str]) -> Path:
+    """`dst`, or `dst` with suffix .mkv where its container cannot hold H.264 and every audio codec."""
+    fmt = CONTAINERS.get(dst.suffix.lower())
+    if fmt is not None:
+        with av.open(io.BytesIO(), "w", format=fmt) as probe:
+            if {"h264", *audio_codecs} <= probe.supported_codecs:
+                return dst
+    return dst.with_suffix(".mkv")
+
+
+def _open_input(src: Path):
+    try:
+        container = av.open(str(src))
+    except (av.FFmpegError, OSError, UnicodeDecodeError) as e:
+        raise VideoError(f"{src}: not a readable video ({_one_line(e)})") from e
+    if not container.streams.video:
+        container.close()
+        raise VideoError(f"{src}: has no video stream")
+    stream = container.streams.video[0]
+    if stream.codec_context is None or not stream.width or not stream.height:
+        container.close()
+        raise VideoError(f"{src}: its video codec cannot be decoded by PyAV's FFmpeg {av.ffmpeg_version_info}")
+    stream.thread_type = "AUTO"
+    return container, stream
+
+
+def _add_video_stream(output, stream, crf: int) -> None:
+    """H.264 at the input's size, frame rate and time base; see the module docstring for the pixel formats."""
+    width, height = stream.width, stream.height
+    if crf == 0:
+        codec, pix_fmt = "libx264rgb", "rgb24"  # lossless, in RGB: the file holds exactly the enhanced frames
+    else:
+        codec, pix_fmt = "libx264", "yuv444p" if width % 2 or height % 2 else "yuv420p"
+    rate = stream.average_rate or stream.guessed_rate or 30
+    out = output.add_stream(codec, rate=rate, options={"crf": str(crf), "preset": PRESET})
+    out.width, out.height, out.pix_fmt = width, height, pix_fmt
+    out.time_base = stream.time_base
+    out.codec_context.time_base = stream.time_base
+    if codec == "libx264":  # the decoder's RGB used the input's YUV matrix; encode with it and keep the tags
+        for tag in ("colorspace", "color_primaries", "color_trc"):
+            setattr(out.codec_context, tag, getattr(stream.codec_context, tag))
+
+
+def enhance_video(model: EnhanceNet, src: Path, dst: Path, *, device: torch.device, batch_size: int = 8,
+                  crf: int = 18, temporal_smoothing: float = 0.0, progress: bool = True) -> VideoReport:
+    """Enhance every frame of `src` and write `dst` (or its .mkv sibling, see `output_path`) atomically.
+
+    Raises VideoError when no output can be made; a truncated or corrupt input gives a valid output of the frames
+    decoded before the damage, with `VideoReport.error` naming it.
+    """
+    src, dst = Path(src), Path(dst)
+    start = time.perf_counter()
+    container, in_video = _open_input(src)
+    enhance = FrameEnhancer(model, device, temporal_smoothing)
+    try:
+        in_audio = list(container.streams.audio)
+        dst = output_path(dst, [s.codec_context.codec.canonical_name for s in in_audio])
+        if dst.resolve() == src.resolve():
+            raise VideoError(f"{src}: the output would overwrite the input; choose another --test_dir")
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dst.with_name(f".{dst.name}.{os.getpid()}.{threading.get_ident()}.partial")
+        try:
+            with av.open(str(tmp), "w", format=CONTAINERS[dst.suffix.lower()]) as output:
+                _add_video_stream(output, in_video, crf)
+                for stream in in_audio:
+                    output.add_stream_from_template(stream)
+                frames, duration, error = _run(container, output, enhance, batch_size, progress, src)
+            if frames == 0:
+                raise VideoError(f"{src}: no frame could be decoded ({error or 'empty video stream'})")
+            os.replace(tmp, dst)
+        finally:
+            tmp.unlink(missing_ok=True)
+    finally:
+        container.close()
+    return VideoReport(dst, frames, time.perf_counter() - start, duration, error)
+
+
+def _run(container, output, enhance: FrameEnhancer, batch_size: int, progress: bool, src: Path):
+    """The three-stage pipeline; returns (frames, seconds of video, error line or None)."""
+    in_video, in_audio, out_video = container.streams.video[0], container.streams.audio, output.streams.video[0]
+    out_audio = {stream.index: out for stream, out in zip(in_audio, output.streams.audio)}
+    stop = threading.Event()
+    decoded: queue.Queue = queue.Queue(maxsize=QUEUE_BATCHES * batch_size)
+    encoded: queue.Queue = queue.Queue(maxsize=QUEUE_BATCHES)
+    errors: list[str] = []
+    frame_duration = max(1, round(1 / (out_video.codec_context.framerate * in_video.time_base)))
+
+    def decode() -> None:
+        last, next_pts, steady = None, 0, "avi" not in container.format.name
+        try:
+            for packet in container.demux(in_video, *in_audio):
+                if packet.stream.type == "audio":
+                    if packet.dts is not None:
+                        _put(decoded, packet, stop)
+                    continue
+                for frame in packet.decode():
+                    # Timestamps are kept, unless missing or out of order: from there on (and throughout an AVI,
+                    # which stores none), frames follow at the stream's frame rate.
+                    steady = steady and frame.pts is not None and (last is None or frame.pts > last)
+                    pts = last = frame.pts if steady else next_pts
+                    next_pts = pts + (frame.duration if steady and frame.duration else frame_duration)
+                    _put(decoded, (frame.to_ndarray(format="rgb24"), pts, next_pts - pts), stop)
+                if stop.is_set():
+                    return
+        except av.FFmpegError as e:
+            errors.append(f"{src}: damaged video data at {float(next_pts * in_video.time_base):.2f} s, "
+                          f"enhanced up to there ({_one_line(e)})")
+        finally:
+            _put(decoded, _END, stop)
+
+    def encode() -> None:
+        while (item := _get(encoded, stop)) is not _END:
+            if isinstance(item, av.Packet):
+                item.stream = out_audio[item.stream_index]
+                output.mux(item)
+                continue
+            for rgb, pts, duration in item:
+                frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+                frame.pts, frame.duration, frame.time_base = pts, duration, in_video.time_base
+                frame.colorspace = out_video.codec_context.colorspace
+                output.mux(out_video.encode(frame))
+        if not stop.is_set():
+            output.mux(out_video.encode(None))
+
+    total, expected = in_video.frames or None, _declared_duration(in_video)
+    frames, first, end = 0, None, 0  # frames enhanced, first pts, end of the last frame
+
+    def enhance_batches() -> None:
+        nonlocal frames, first, end
+        estimate = total or (round(expected * out_video.codec_context.framerate) if expected else None)
+        with tqdm(total=estimate, unit="frame", desc=src.name, disable=not progress, leave=False) as bar:
+            batch: list = []
+            while True:
+                item = _get(decoded, stop)
+                if isinstance(item, av.Packet):
+                    _put(encoded, item, stop)
+                    continue
+                if item is not _END:
+                    batch.append(item)
+                if batch and (len(batch) == batch_size or item is _END):
+                    out = enhance(np.stack([rgb for rgb, _, _ in batch]))
+                    _put(encoded, [(rgb, pts, d) for rgb, (_, pts, d) in zip(out, batch)], stop)
+                    first = batch[0][1] if first is None else first  # decode() keeps pts increasing
+                    end = batch[-1][1] + batch[-1][2]
+                    frames += len(batch)
+                    bar.update(len(batch))
+                    batch = []
+                if item is _END:
+                    break
+        _put(encoded, _END, stop)
+
+    with ThreadPoolExecutor(2) as pool:
+        workers = [pool.submit(_stop_on_error, stage, stop) for stage in (decode, encode)]
+        _stop_on_error(enhance_batches, stop)
+        for worker in workers:
+            worker.result()
+    duration = float((end - first) * in_video.time_base) if frames else 0.0
+    if not errors:
+        if total and frames < total:
+            errors.append(f"{src}: only {frames} of {total} frames could be read (truncated or damaged)")
+        elif frames and not total and expected and expected - duration > 2 * frame_duration * in_video.time_base:
+            errors.append(f"{src}: video ends at {duration:.2f} s of {expected:.2f} s (truncated or damaged)")
+    return frames, duration, errors[0] if errors else None
+
+
+def _declared_duration(stream) -> float | None:
+    """The video stream's duration in seconds as its header states it (Matroska keeps it in a tag), if any."""
+    if stream.duration:
+        return float(stream.duration * stream.time_base)
+    hours, minutes, seconds = (stream.metadata.get("DURATION", "") + "::").split(":")[:3]
+    try:
+        return int(hours) * 3600 + int(minutes) * 60 + float(seconds)
+    except ValueError:
+        return None
