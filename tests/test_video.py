@@ -1,0 +1,199 @@
+"""video.py: streaming video enhancement keeps frames, timing and audio, survives bad input, and smooths on request."""
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import bench_video
+from bench_video import FPS, flicker_frames, moving_frames, write_clip
+from conftest import SHARED, requires_shared
+from model import EnhanceNet, load_enhance_net
+from video import VideoError, brightness_flicker, enhance_video
+
+N = 24  # frames per clip: 0.8 s at 30 fps
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """On a shared 2-core machine, torch's spinning intra-op threads starve the decoder and encoder threads."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def model() -> EnhanceNet:
+    torch.manual_seed(0)
+    return EnhanceNet().eval()
+
+
+def enhance(model, src: Path, **kwargs):
+    return enhance_video(model, src, src.parent / "out" / src.name, device=torch.device("cpu"), batch_size=4,
+                         progress=False, **kwargs)
+
+
+def probe(path: Path) -> dict:
+    """What a player sees: size, rate, frame times and ends (s), and the audio packets (codec, bytes, time)."""
+    frames, audio = [], []
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        for packet in container.demux():
+            if packet.stream.type == "video":
+                frames += packet.decode()
+            elif packet.size:
+                audio.append((packet.stream.codec_context.codec.canonical_name, bytes(packet),
+                              float(packet.pts * packet.time_base)))
+        return {"size": (stream.width, stream.height), "rate": stream.average_rate,
+                "times": [float(f.pts * f.time_base) for f in frames],
+                "end": float((frames[-1].pts + frames[-1].duration) * frames[-1].time_base), "audio": audio,
+                "rgb": np.stack([f.to_ndarray(format="rgb24") for f in frames])}
+
+
+@pytest.mark.parametrize("name, codec, audio, written", [
+    ("clip.mp4", "libx264", "aac", "clip.mp4"),
+    ("clip.mov", "libx264", "aac", "clip.mov"),
+    ("clip.mkv", "libx264", None, "clip.mkv"),
+    ("clip.webm", "libvpx-vp9", "libopus", "clip.mkv"),
+    ("clip.avi", "libx264", "mp3", "clip.mkv"),
+])
+def test_output_keeps_frame_count_fps_size_duration_and_audio(tmp_path, model, name, codec, audio, written):
+    src = write_clip(tmp_path / name, moving_frames(96, 64, N), codec=codec, audio=audio)
+    report = enhance(model, src)
+    assert report.output == tmp_path / "out" / written and report.error is None
+    assert report.frames == N and report.duration == pytest.approx(N / FPS)
+    before, after = probe(src), probe(report.output)
+    assert len(after["times"]) == N
+    assert after["size"] == before["size"] == (96, 64)
+    assert after["rate"] == FPS
+    assert after["times"] == pytest.approx([i / FPS for i in range(N)], abs=1e-3)  # Matroska counts in ms
+    assert after["end"] == pytest.approx(N / FPS, abs=1e-3)
+    assert len(after["audio"]) == len(before["audio"]) > 0 or audio is None
+    for (codec_out, data_out, time_out), (codec_in, data_in, time_in) in zip(after["audio"], before["audio"]):
+        assert (codec_out, data_out) == (codec_in, data_in)
+        assert time_out == pytest.approx(time_in, abs=1e-3)
+    assert not (after["rgb"] == before["rgb"]).all()
+
+
+def test_variable_frame_timestamps_are_kept(tmp_path, model):
+    pts = [0, 30, 100, 110, 250, 260, 270, 400]
+    src = write_clip(tmp_path / "vfr.mkv", moving_frames(64, 48, len(pts)), pts=pts)
+    before, after = probe(src), probe(enhance(model, src).output)
+    assert after["times"] == before["times"] == [p / 1000 for p in pts]
+
+
+def test_odd_size_is_kept_exactly(tmp_path, model):
+    src = write_clip(tmp_path / "odd.mp4", moving_frames(95, 63, 6))
+    assert probe(enhance(model, src).output)["size"] == (95, 63)
+
+
+def test_smoothing_off_equals_per_frame_enhancenet(tmp_path, model):
+    frames = np.stack(list(moving_frames(96, 64, 10)))
+    src = write_clip(tmp_path / "lossless.mp4", frames, codec="libx264rgb")
+    out = probe(enhance(model, src, crf=0).output)["rgb"].astype(np.float32)
+    with torch.inference_mode():
+        expected = model(torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 255)[0]
+    assert np.abs(out - 255 * expected.permute(0, 2, 3, 1).numpy()).max() <= 0.5 + 1e-3
+
+
+@requires_shared
+def test_smoothing_lowers_flicker_of_a_pan_across_a_night_scene(tmp_path):
+    weights = load_enhance_net(SHARED / "weights" / "sgz_official_epoch99.pth")
+    image = np.asarray(Image.open(SHARED / "data" / "test_data" / "LOL" / "low" / "111.png").convert("RGB"))
+    src = write_clip(tmp_path / "pan.mp4", flicker_frames(image, "pan", N, 160, 90), codec="libx264rgb")
+    per_frame, smoothed = (brightness_flicker(probe(enhance(weights, src, crf=0, temporal_smoothing=a).output)["rgb"])
+                           for a in (0.0, 0.8))
+    assert smoothed < 0.85 * per_frame
+
+
+def test_smoothing_outside_zero_to_one_is_refused(tmp_path, model):
+    src = write_clip(tmp_path / "clip.mp4", moving_frames(64, 48, 2))
+    with pytest.raises(ValueError, match="temporal_smoothing"):
+        enhance(model, src, temporal_smoothing=1.0)
+
+
+@pytest.mark.parametrize("name, options", [("cut.mp4", {"movflags": "faststart"}), ("cut.mkv", None)])
+def test_truncated_file_keeps_decoded_frames_in_a_playable_output(tmp_path, model, name, options):
+    src = write_clip(tmp_path / name, moving_frames(96, 64, 2 * N), options=options)
+    data = src.read_bytes()
+    src.write_bytes(data[:len(data) * 6 // 10])
+    report = enhance(model, src)
+    assert 0 < report.frames < 2 * N
+    assert report.error.startswith(f"{src}: ") and "(truncated or damaged)" in report.error
+    assert "\n" not in report.error
+    times = probe(report.output)["times"]  # each frame at its input time; a B-frame cut off leaves a gap
+    assert len(times) == report.frames and times == sorted(times)
+    assert max(abs(t * FPS - round(t * FPS)) for t in times) < 1e-3 * FPS
+
+
+def test_damaged_packet_stops_there_with_a_playable_output(tmp_path, model):
+    src = write_clip(tmp_path / "bad.mp4", moving_frames(96, 64, 2 * N), options={"movflags": "faststart"})
+    data = bytearray(src.read_bytes())
+    data[len(data) // 2:len(data) // 2 + 3000] = np.random.default_rng(0).integers(0, 256, 3000, np.uint8).tobytes()
+    src.write_bytes(bytes(data))
+    report = enhance(model, src)
+    assert 0 < report.frames < 2 * N and len(probe(report.output)["times"]) == report.frames
+    assert report.error.startswith(f"{src}: damaged video data at ") and "\n" not in report.error
+
+
+def test_truncated_mp4_without_its_index_raises_video_error(tmp_path, model):
+    src = write_clip(tmp_path / "cut.mp4", moving_frames(64, 48, N))  # moov (the index) is written last
+    src.write_bytes(src.read_bytes()[:-2000])
+    with pytest.raises(VideoError, match="cut.mp4: not a readable video"):
+        enhance(model, src)
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_audio_only_file_raises_video_error_and_writes_nothing(tmp_path, model):
+    src = tmp_path / "song.mp4"
+    with av.open(str(src), "w") as out:
+        sound = out.add_stream("aac", rate=48000, layout="mono")
+        frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
+        frame.sample_rate, frame.pts = 48000, 0
+        out.mux(sound.encode(frame))
+        out.mux(sound.encode())
+    with pytest.raises(VideoError, match="song.mp4: has no video stream"):
+        enhance(model, src)
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("name, content", [("notes.mp4", b"not a video\n"), ("empty.mkv", b"")])
+def test_non_video_file_raises_video_error(tmp_path, model, name, content):
+    src = tmp_path / name
+    src.write_bytes(content)
+    with pytest.raises(VideoError, match=f"{name}: not a readable video"):
+        enhance(model, src)
+
+
+def test_undecodable_video_codec_raises_video_error(tmp_path, model):
+    src = write_clip(tmp_path / "clip.mkv", moving_frames(64, 48, 4))
+    src.write_bytes(src.read_bytes().replace(b"V_MPEG4/ISO/AVC", b"V_MPEG4/ISO/XYZ"))  # a codec FFmpeg lacks
+    with pytest.raises(VideoError, match="clip.mkv: its video codec cannot be decoded"):
+        enhance(model, src)
+
+
+def test_output_never_overwrites_the_input(tmp_path, model):
+    src = write_clip(tmp_path / "clip.mp4", moving_frames(64, 48, 4))
+    data = src.read_bytes()
+    with pytest.raises(VideoError, match="overwrite the input"):
+        enhance_video(model, src, src, device=torch.device("cpu"), progress=False)
+    assert src.read_bytes() == data and [p.name for p in tmp_path.iterdir()] == ["clip.mp4"]
+
+
+def test_report_summary_names_frames_fps_and_real_time_factor(tmp_path, model):
+    report = enhance(model, write_clip(tmp_path / "clip.mp4", moving_frames(64, 48, 6)))
+    assert report.realtime == pytest.approx(report.duration / report.seconds)
+    assert f"6 frames in {report.seconds:.1f} s, {report.fps:.1f} fps, {report.realtime:.2f}x real time" in report.summary()
+
+
+def test_bench_video_runs_tiny(capsys):
+    bench_video.main(["--sizes", "64x48", "--seconds", "0.2", "--repeats", "1", "--memory_seconds", "0.1",
+                      "--flicker_frames", "4"])
+    out = capsys.readouterr().out
+    assert "| 64x48, 0.2 s | 6 |" in out
+    assert "peak RSS at 64x48" in out
+    assert ("| light |" in out) == (SHARED / "weights").is_dir()
