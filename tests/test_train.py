@@ -1,0 +1,173 @@
+"""train.py on the repo's own sample images at 32x32: it learns, resumes exactly, checkpoints atomically in the
+authors' format, logs to TensorBoard, stops on NaN, runs under torchrun, and reports user errors in one line."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import urllib.error
+
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+import segmentation
+import train
+from conftest import ROOT
+from loss import SGZLoss
+from model import EnhanceNet, load_enhance_net
+
+SAMPLES = ROOT / "data" / "test_data" / "samples"  # 4 images: 2 steps per epoch at batch 2
+ONE_THREAD = dict(os.environ, OMP_NUM_THREADS="1")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny tensors on 2 shared cores: a second intra-op thread only adds contention (10x slower here)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def argv(folder, *extra) -> list[str]:
+    return ["--lowlight_images_path", str(SAMPLES), "--image_size", "32", "--train_batch_size", "2",
+            "--num_workers", "0", "--lr", "1e-3", "--device", "cpu", "--snapshots_folder", str(folder), *extra]
+
+
+def run(folder, *extra) -> list[float]:
+    return train.train(train.build_parser().parse_args(argv(folder, "--sem_weight", "0", *extra)))
+
+
+def load(path):
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def error_lines(stderr: str) -> list[str]:
+    """stderr without tqdm's progress bars."""
+    assert "Traceback" not in stderr
+    return [line for line in stderr.splitlines() if line.startswith("error:")]
+
+
+def assert_same_weights(a, b):
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+@pytest.fixture(scope="module")
+def straight(tmp_path_factory):
+    """An uninterrupted 2-epoch run: its folder and per-epoch mean losses."""
+    folder = tmp_path_factory.mktemp("straight")
+    return folder, run(folder, "--num_epochs", "2")
+
+
+def test_a_short_run_lowers_the_total_loss(tmp_path):
+    means = run(tmp_path, "--num_epochs", "4")
+    assert len(means) == 4 and means[-1] < means[0]
+
+
+def test_stopping_after_epoch_1_and_resuming_gives_the_straight_run_weights(straight, tmp_path):
+    run(tmp_path, "--num_epochs", "1")
+    assert load(tmp_path / "last.pth")["epoch"] == 1
+    run(tmp_path, "--num_epochs", "2", "--resume", str(tmp_path / "last.pth"))
+    assert_same_weights(load(tmp_path / "Epoch1.pth"), load(straight[0] / "Epoch1.pth"))
+    resumed, direct = load(tmp_path / "last.pth"), load(straight[0] / "last.pth")
+    assert (resumed["epoch"], resumed["step"]) == (direct["epoch"], direct["step"]) == (2, 4)
+    for a, b in zip(resumed["optimizer"]["state"].values(), direct["optimizer"]["state"].values()):
+        assert all(torch.equal(a[k], b[k]) for k in ("exp_avg", "exp_avg_sq"))
+
+
+def test_ctrl_c_mid_epoch_saves_a_checkpoint_that_resumes_exactly(straight, tmp_path, monkeypatch):
+    calls = []
+    forward = SGZLoss.forward
+
+    def interrupt_on_third_step(self, *a):
+        calls.append(1)
+        if len(calls) == 3:
+            signal.raise_signal(signal.SIGINT)
+        return forward(self, *a)
+
+    monkeypatch.setattr(SGZLoss, "forward", interrupt_on_third_step)
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path, "--num_epochs", "2")
+    monkeypatch.undo()
+    stopped = load(tmp_path / "last.pth")
+    assert (stopped["epoch"], stopped["batch"], stopped["step"]) == (1, 1, 3)
+    run(tmp_path, "--num_epochs", "2", "--resume", str(tmp_path / "last.pth"))
+    assert_same_weights(load(tmp_path / "Epoch1.pth"), load(straight[0] / "Epoch1.pth"))
+
+
+def test_checkpoints_are_whole_files_in_the_authors_format_beside_the_resolved_args(straight):
+    folder = straight[0]
+    assert sorted(p.name for p in folder.iterdir()) == ["Epoch0.pth", "Epoch1.pth", "args.json", "last.pth",
+                                                        "tensorboard"]
+    weights = load(folder / "Epoch1.pth")
+    assert weights.keys() == EnhanceNet().state_dict().keys()
+    net = load_enhance_net(folder / "Epoch1.pth", scale_factor=12)
+    assert_same_weights(net.state_dict(), weights)
+    assert load(folder / "last.pth").keys() >= {"model", "optimizer", "epoch", "step", "batch", "rng", "args"}
+    args = json.loads((folder / "args.json").read_text())
+    assert args["sem_weight"] == 0 and args["world_size"] == 1 and args["lr"] == 1e-3 and args["image_size"] == 32
+
+
+def test_tensorboard_gets_every_loss_term_lr_grad_norm_and_images(tmp_path):
+    args = train.build_parser().parse_args(argv(tmp_path, "--num_epochs", "1", "--display_iter", "1",
+                                                "--seg_weights", "none"))
+    train.train(args)
+    events = EventAccumulator(str(tmp_path / "tensorboard")).Reload()
+    scalars = set(events.Tags()["scalars"])
+    assert {f"loss/{t}" for t in ("spa", "col", "exp", "tv", "sem", "total")} | {"lr", "grad_norm"} <= scalars
+    assert {"enhanced", "x_r"} <= set(events.Tags()["images"])
+    assert len(events.Scalars("loss/total")) == 2
+
+
+def test_a_nan_loss_stops_with_one_line_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch, capsys):
+    forward = SGZLoss.forward
+
+    def nan_after_first_epoch(self, *a):
+        terms = forward(self, *a)
+        if self.calls > 2:
+            terms["total"] = terms["total"] * float("nan")
+        self.calls += 1
+        return terms
+
+    monkeypatch.setattr(SGZLoss, "calls", 1, raising=False)
+    monkeypatch.setattr(SGZLoss, "forward", nan_after_first_epoch)
+    with pytest.raises(SystemExit) as e:
+        train.main(argv(tmp_path, "--sem_weight", "0", "--num_epochs", "3"))
+    assert e.value.code == 1
+    err = error_lines(capsys.readouterr().err)
+    assert len(err) == 1 and "nan" in err[0] and "epoch 2, step 3" in err[0] and "last.pth" in err[0]
+    assert load(tmp_path / "last.pth")["step"] == 2
+
+
+def test_user_errors_are_one_line_without_a_traceback(tmp_path, monkeypatch, capsys):
+    missing = subprocess.run([sys.executable, "train.py", "--lowlight_images_path", str(tmp_path / "nowhere")],
+                             cwd=ROOT, capture_output=True, text=True, timeout=120, env=ONE_THREAD)
+    assert missing.returncode == 1
+    assert missing.stderr.strip().splitlines() == [f"error: {tmp_path / 'nowhere'}: no such folder "
+                                                   "(give the training images with --lowlight_images_path)"]
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(SystemExit):
+        train.main(argv(tmp_path / "out", "--lowlight_images_path", str(tmp_path / "empty")))
+    assert error_lines(capsys.readouterr().err) == [f"error: {tmp_path / 'empty'}: no readable images "
+                                                    "(.jpg, .jpeg, .png, .bmp, .tif, .tiff, .webp) in this folder or below"]
+
+    def offline():
+        raise urllib.error.URLError("no network")
+
+    monkeypatch.setattr(segmentation, "imagenet_state_dict", offline)
+    with pytest.raises(SystemExit):
+        train.main(argv(tmp_path / "out"))
+    err = error_lines(capsys.readouterr().err)
+    assert len(err) == 1 and "--seg_weights PATH" in err[0] and "--seg_weights none" in err[0]
+
+
+def test_torchrun_trains_on_two_cpu_processes_with_gloo(tmp_path):
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "train.py",
+               *argv(tmp_path, "--sem_weight", "0", "--num_epochs", "1")]
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300, env=ONE_THREAD)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads((tmp_path / "args.json").read_text())["world_size"] == 2
+    assert load(tmp_path / "last.pth")["step"] == 1  # 4 images over 2 processes at batch 2: one step each

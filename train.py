@@ -1,0 +1,262 @@
+"""Train SGZ's enhancement network (EFE) with the zero-reference losses, no pairs and no labels (paper §3.4).
+
+Usage:
+    python train.py --lowlight_images_path data/train_data/                  # the authors' settings
+    python train.py --lowlight_images_path data/train_data/ --seg_weights none  # no ImageNet weights at hand
+    python train.py --resume weight/last.pth                                   # go on exactly where it stopped
+    torchrun --nproc_per_node=2 train.py --lowlight_images_path data/train_data/  # DistributedDataParallel
+
+--snapshots_folder receives EpochN.pth (EFE weights in the authors' state-dict format, which test.py loads),
+last.pth (model, optimizer, epoch, step, RNG state: what --resume needs), args.json and tensorboard/.
+"""
+import argparse
+import json
+import os
+import random
+import signal
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, DistributedSampler
+from torch.utils.tensorboard import SummaryWriter
+from tqdm import tqdm
+
+from dataloader import DataError, LowLightDataset
+from loss import LOSS_FORMS, WEIGHTS, SGZLoss
+from model import EnhanceNet, extract_state_dict, init_weights, load_enhance_net
+from segmentation import BN_MODES, USS, SegWeightsError
+
+
+class TrainingDiverged(Exception):
+    """The loss became NaN or Inf; the message says where and which checkpoint is the last good one."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    a = p.add_argument
+    a("--lowlight_images_path", default="data/train_data/", help="training images, searched recursively "
+      "(default: data/train_data/, authors' code)")
+    a("--lr", type=float, default=1e-4, help="Adam learning rate (default: 1e-4, authors' code)")
+    a("--weight_decay", type=float, default=1e-4, help="Adam weight decay (default: 1e-4, authors' code)")
+    a("--grad_clip_norm", type=float, default=0.1, help="gradient-norm clip (default: 0.1, authors' code)")
+    a("--num_epochs", type=int, default=100, help="epochs (default: 100, authors' code)")
+    a("--train_batch_size", type=int, default=6, help="images per step and process (default: 6, authors' code)")
+    a("--num_workers", type=int, default=4, help="data-loading processes (default: 4, authors' code)")
+    a("--display_iter", type=int, default=10, help="log the losses every N steps (default: 10, authors' code)")
+    a("--snapshot_iter", type=int, default=10, help="checkpoint every N steps, and at each epoch's end "
+      "(default: 10, authors' code)")
+    a("--scale_factor", type=int, default=1, help="EFE downscale factor in training (default: 1, authors' code)")
+    a("--num_of_SegClass", type=int, default=21, help="USS classes (default: 21, VOC, authors' code)")
+    a("--snapshots_folder", default="weight/", help="where checkpoints and logs go (default: weight/, authors' code)")
+    a("--load_pretrain", action="store_true", help="start from --pretrain_dir's EFE weights (default: off)")
+    a("--pretrain_dir", default="weight/Epoch99.pth", help="weights for --load_pretrain (default: "
+      "weight/Epoch99.pth, authors' code)")
+    a("--conv_type", default="dsc", choices=["dsc", "tc"], help="EFE convs: depthwise-separable or plain "
+      "(default: dsc, paper §3.1)")
+    a("--patch_size", type=int, default=4, choices=[3, 4, 5], help="spatial-consistency region size "
+      "(default: 4, paper Eq. 2)")
+    a("--exp_level", type=float, default=0.6, help="exposure level E (default: 0.6, paper Eq. 3)")
+    a("--loss_form", default="code", choices=LOSS_FORMS, help="code: the authors' released losses and weights; "
+      "paper: the printed equations, unit weights (default: code)")
+    a("--sem_weight", type=float, default=None, help="semantic-loss weight; 0 turns the term and the USS off "
+      "(default: 0.1 with --loss_form code, authors' code; 1 with paper)")
+    a("--seg_weights", default="imagenet", help="USS ResNet-50 weights: imagenet (torchvision download), a local "
+      "resnet50 state-dict file, or none for random init (default: imagenet, paper §3.3)")
+    a("--bn_mode", default="train", choices=BN_MODES, help="USS BatchNorm: train uses batch statistics as the "
+      "authors' code does, eval the running ones (default: train)")
+    a("--seed", type=int, default=1143, help="seed for python, numpy, torch and data order (default: 1143, "
+      "the authors' dataloader)")
+    a("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda when available, else cpu)")
+    a("--image_size", type=int, default=512, help="training images are resized to this square "
+      "(default: 512, authors' code)")
+    a("--resume", default=None, help="a last.pth to continue from: model, optimizer, epoch, step, RNG state")
+    return p
+
+
+def rng_state() -> dict:
+    np_state = np.random.get_state(legacy=False)
+    np_state["state"]["key"] = np_state["state"]["key"].tolist()
+    return {"python": random.getstate(), "numpy": np_state, "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+
+
+def set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    np_state = state["numpy"]
+    np_state["state"]["key"] = np.array(np_state["state"]["key"], dtype=np.uint32)
+    np.random.set_state(np_state)
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def seed_worker(worker_id: int) -> None:
+    seed = torch.initial_seed() % 2 ** 32
+    np.random.seed(seed)
+    random.seed(seed)
+
+
+def atomic_save(obj, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def setup_device(device: str | None) -> tuple[int, int, torch.device]:
+    """(rank, world size, device); under torchrun, joins the process group (nccl on CUDA, gloo on CPU)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if world > 1:
+        if dev.type == "cuda":
+            dev = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
+            torch.cuda.set_device(dev)
+        dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
+    return rank, world, dev
+
+
+def train(args: argparse.Namespace) -> list[float]:
+    """Train as `args` say; returns rank 0's mean total loss of each epoch this call ran."""
+    rank, world, device = setup_device(args.device)
+    try:
+        return _train(args, rank, world, device)
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def _train(args, rank: int, world: int, device: torch.device) -> list[float]:
+    random.seed(args.seed)
+    np.random.seed(args.seed)
+    torch.manual_seed(args.seed)
+    folder = Path(args.snapshots_folder)
+    lead = rank == 0
+    dataset = LowLightDataset(args.lowlight_images_path, args.image_size, verbose=lead)
+    if args.load_pretrain:
+        model = load_enhance_net(args.pretrain_dir, args.scale_factor, args.conv_type).train()
+    else:
+        model = EnhanceNet(args.scale_factor, args.conv_type)
+        init_weights(model)
+    amp = device.type == "cuda"
+    memory_format = torch.channels_last if amp else torch.contiguous_format
+    model.to(device, memory_format=memory_format)
+    sem_weight = WEIGHTS[args.loss_form]["sem"] if args.sem_weight is None else args.sem_weight
+    segmenter = USS(args.num_of_SegClass, args.seg_weights, args.bn_mode).to(device) if sem_weight else None
+    criterion = SGZLoss(args.loss_form, args.patch_size, args.exp_level, sem_weight=sem_weight, segmenter=segmenter)
+    optimizer = torch.optim.Adam(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
+    scaler = torch.amp.GradScaler(device.type, enabled=amp)
+    pos = {"epoch": 0, "batch": 0, "step": 0}
+    if args.resume:
+        resume = Path(args.resume)
+        if not resume.is_file():
+            raise FileNotFoundError(f"{resume}: no such checkpoint to resume from")
+        ckpt = torch.load(resume, map_location="cpu", weights_only=True)
+        model.load_state_dict(extract_state_dict(ckpt))
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scaler.load_state_dict(ckpt["scaler"])
+        pos = {k: ckpt[k] for k in pos}
+        set_rng_state(ckpt["rng"])
+    net = DistributedDataParallel(model, device_ids=[device] if amp else None) if world > 1 else model
+    sampler = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=args.seed)
+    writer = None
+    if lead:
+        folder.mkdir(parents=True, exist_ok=True)
+        resolved = dict(vars(args), sem_weight=sem_weight, device=str(device), world_size=world)
+        tmp = folder / "args.json.tmp"
+        tmp.write_text(json.dumps(resolved, indent=2))
+        os.replace(tmp, folder / "args.json")
+        writer = SummaryWriter(folder / "tensorboard")
+    preview = torch.stack([dataset[i] for i in range(min(4, len(dataset)))]).to(device)
+
+    def save(epoch: int) -> None:
+        """last.pth at the current position; EpochN.pth named, as the authors do, by the epoch in progress."""
+        if lead:
+            ckpt = dict(pos, model=model.state_dict(), optimizer=optimizer.state_dict(), scaler=scaler.state_dict(),
+                        args=vars(args), rng=rng_state())
+            atomic_save(ckpt, folder / "last.pth")
+            atomic_save(model.state_dict(), folder / f"Epoch{epoch}.pth")
+
+    stop = []
+    previous_handler = signal.signal(signal.SIGINT, lambda *_: stop.append(True)) if lead else None
+    epoch_means = []
+    try:
+        for epoch in range(pos["epoch"], args.num_epochs):
+            sampler.set_epoch(epoch)
+            order = list(sampler)[pos["batch"] * args.train_batch_size:]
+            loader = DataLoader(dataset, args.train_batch_size, sampler=order, num_workers=args.num_workers,
+                                pin_memory=amp, worker_init_fn=seed_worker,
+                                generator=torch.Generator().manual_seed(args.seed + epoch))
+            totals = []
+            bar = tqdm(loader, desc=f"epoch {epoch + 1}/{args.num_epochs}", disable=not lead, dynamic_ncols=True)
+            for low in bar:
+                low = low.to(device, non_blocking=True).contiguous(memory_format=memory_format)
+                with torch.autocast(device.type, enabled=amp):
+                    enhanced, x_r = net(low)
+                    terms = criterion(low, enhanced.float(), x_r.float())
+                bad = torch.tensor(float(not torch.isfinite(terms["total"]).item()), device=device)
+                if world > 1:
+                    dist.all_reduce(bad)
+                if bad.item():
+                    last = folder / "last.pth"
+                    kept = f"the last good checkpoint is {last}" if last.is_file() else "no checkpoint was written yet"
+                    raise TrainingDiverged(f"loss became {terms['total'].item()} at epoch {epoch + 1}, step "
+                                           f"{pos['step'] + 1}; stopped, {kept}")
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(terms["total"]).backward()
+                scaler.unscale_(optimizer)
+                grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip_norm)
+                scaler.step(optimizer)
+                scaler.update()
+                pos["step"] += 1
+                pos["batch"] += 1
+                totals.append(terms["total"].item())
+                if lead and pos["step"] % args.display_iter == 0:
+                    for name, value in terms.items():
+                        writer.add_scalar(f"loss/{name}", value.item(), pos["step"])
+                    writer.add_scalar("lr", optimizer.param_groups[0]["lr"], pos["step"])
+                    writer.add_scalar("grad_norm", grad_norm.item(), pos["step"])
+                    bar.set_postfix(loss=f"{totals[-1]:.4f}")
+                if pos["step"] % args.snapshot_iter == 0:
+                    save(epoch)
+                if stop:
+                    raise KeyboardInterrupt
+            pos["epoch"], pos["batch"] = epoch + 1, 0
+            epoch_means.append(float(np.mean(totals)))
+            save(epoch)
+            if lead:
+                with torch.no_grad():
+                    shown, shown_r = model(preview)
+                writer.add_images("enhanced", shown.clamp(0, 1), pos["step"])
+                writer.add_images("x_r", (shown_r + 1) / 2, pos["step"])
+                writer.add_scalar("loss/epoch_mean_total", epoch_means[-1], pos["epoch"])
+                tqdm.write(f"epoch {epoch + 1}: mean loss {epoch_means[-1]:.5f}, saved {folder / 'last.pth'}")
+    except KeyboardInterrupt:
+        save(pos["epoch"])
+        if lead:
+            print(f"interrupted: saved {folder / 'last.pth'}; go on with --resume {folder / 'last.pth'}",
+                  file=sys.stderr)
+        raise
+    finally:
+        if lead:
+            signal.signal(signal.SIGINT, previous_handler)
+            writer.close()
+    return epoch_means
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    try:
+        train(args)
+    except (DataError, SegWeightsError, TrainingDiverged, FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()
