@@ -1,4 +1,4 @@
-"""Enhance every image under --input_dir into --test_dir, keeping the folder structure.
+"""Enhance every image and video under --input_dir into --test_dir, keeping the folder structure.
 
     python test.py                                    # data/test_data/ -> data/test_output/, our snapshot
     python test.py --weight_dir Epoch99.pth --input_dir data/test_data/LOL/low --test_dir out/LOL
@@ -24,6 +24,7 @@ from PIL import Image, ImageOps
 from tqdm import tqdm
 
 from model import load_enhance_net
+from video import VIDEO_EXTENSIONS, VideoError, enhance_video
 
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"})
 SIXTEEN_BIT_MODES = frozenset({"I", "I;16", "I;16B", "I;16L", "I;16N"})
@@ -210,7 +211,7 @@ def finish_write(dst: Path, future, skipped: list[str]) -> int:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--input_dir", type=Path, default=Path("data/test_data"),
-                        help="folder searched recursively for images, or one file (default: data/test_data)")
+                        help="folder searched recursively for images and videos, or one file (default: data/test_data)")
     parser.add_argument("--test_dir", type=Path, default=Path("data/test_output"),
                         help="where outputs go, mirroring the input folders (default: data/test_output)")
     parser.add_argument("--weight_dir", type=Path, default=Path("snapshots/sgz_ours.pth"),
@@ -223,13 +224,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
                         help="auto picks CUDA when available (default: auto)")
     parser.add_argument("--batch_size", type=int, default=8,
-                        help="images of the same size enhanced together (default: 8)")
+                        help="images of the same size, or video frames, enhanced together (default: 8)")
     parser.add_argument("--num_workers", type=int, default=2,
                         help="threads that decode inputs and encode outputs beside the model; 0 does it all in one thread "
                              "(default: 2)")
     parser.add_argument("--compile", action="store_true",
                         help="torch.compile the network: faster per image, but compiling takes minutes on a cold "
                              "cache, so it pays only on long runs (default: off)")
+    parser.add_argument("--crf", type=int, default=18,
+                        help="video quality, libx264's constant rate factor: 0 lossless, 51 worst (default: 18)")
+    parser.add_argument("--temporal_smoothing", type=float, default=0.0, metavar="ALPHA",
+                        help="video only: EMA of x_r across frames, s_t = ALPHA*s_(t-1) + (1-ALPHA)*x_r_t; "
+                             "not in the paper (default: 0, off)")
     parser.add_argument("--output_format", choices=["same", "png"], default="same",
                         help="same: each output keeps its input's format; png: all PNG (default: same)")
     return parser.parse_args(argv)
@@ -238,6 +244,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def run(args: argparse.Namespace) -> int:
     if not args.input_dir.exists():
         raise SetupError(f"{args.input_dir}: no such file or folder (--input_dir)")
+    if args.batch_size < 1 or not 0 <= args.temporal_smoothing < 1:
+        raise SetupError("--batch_size must be at least 1 and --temporal_smoothing in [0, 1)")
     device = pick_device(args.device)
     try:
         model = load_enhance_net(args.weight_dir, args.scale_factor, args.conv_type, device)
@@ -246,18 +254,38 @@ def run(args: argparse.Namespace) -> int:
                          "or train one with `python train.py`") from None
     except ValueError as e:
         raise SetupError(str(e)) from None
-    if args.compile:
-        model = torch.compile(model.plain_forward)
     plan = plan_outputs(find_inputs(args.input_dir, IMAGE_EXTENSIONS), args.input_dir, args.test_dir,
                         args.output_format)
+    video_plan = plan_outputs(find_inputs(args.input_dir, VIDEO_EXTENSIONS), args.input_dir, args.test_dir, "same")
+    forward = torch.compile(model.plain_forward) if args.compile else model
     start = time.perf_counter()
     with torch.inference_mode():
-        done, skipped, model_seconds = enhance_images(model, plan, device, args.batch_size, args.num_workers)
+        done, skipped, model_seconds = enhance_images(forward, plan, device, args.batch_size, args.num_workers)
     wall = time.perf_counter() - start
-    ms_per_image = 1000 / max(done, 1)
-    print(f"{done} images enhanced into {args.test_dir}, {len(skipped)} skipped; model {model_seconds * ms_per_image:.1f}"
-          f" ms/image, wall {wall * ms_per_image:.1f} ms/image on {device}")
-    return 1 if skipped else 0
+    if plan or not video_plan:
+        ms_per_image = 1000 / max(done, 1)
+        print(f"{done} images enhanced into {args.test_dir}, {len(skipped)} skipped; model "
+              f"{model_seconds * ms_per_image:.1f} ms/image, wall {wall * ms_per_image:.1f} ms/image on {device}")
+    problems = skipped + enhance_videos(model, video_plan, device, args)
+    return 1 if problems else 0
+
+
+def enhance_videos(model: torch.nn.Module, plan: dict[Path, Path], device: torch.device,
+                   args: argparse.Namespace) -> list[str]:
+    """Enhance each video in `plan` (video.py); returns one line per video skipped or only partly enhanced."""
+    problems = []
+    for src, dst in plan.items():
+        try:
+            report = enhance_video(model, src, dst, device=device, batch_size=args.batch_size, crf=args.crf,
+                                   temporal_smoothing=args.temporal_smoothing)
+        except VideoError as e:
+            problems.append(str(e))
+            print(f"skipped {e}", file=sys.stderr)
+            continue
+        print(report.summary())
+        if report.error:
+            problems.append(report.error)
+    return problems
 
 
 def main(argv: list[str] | None = None) -> int:
