@@ -95,6 +95,8 @@ def set_rng_state(state: dict) -> None:
 
 
 def seed_worker(worker_id: int) -> None:
+    # Ctrl-C reaches the workers too; only the main process should act on it, after the current step.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     seed = torch.initial_seed() % 2 ** 32
     np.random.seed(seed)
     random.seed(seed)
