@@ -1,13 +1,13 @@
 """Video benchmark: streaming `video.enhance_video` against the authors' frame-dump route, memory and flicker.
 
-    python bench_video.py                          # 640x360 and 1920x1080, 4 s and 2 s clips, this machine
+    python bench_video.py                          # 640x360 and 1920x1080, 4 s and 1 s clips, this machine
     python bench_video.py --sizes 64x48 --seconds 0.5 --memory_seconds 0.2 --flicker_frames 8   # a quick check
 
 Throughput is end to end (decode, enhance, encode) on a synthetic dark clip with audio, median of `--repeats` runs
 after a warm-up. The frame-dump route is what the authors' code implies: every frame to a JPEG, their image script on
 each JPEG (read, enhance, save), then the frames re-joined with OpenCV's mp4v (PyAV's mpeg4, the same codec, where
 OpenCV is missing). Peak memory is the peak RSS of a fresh process enhancing a short clip and one 10x longer.
-Flicker is `video.brightness_flicker` of the input and of lossless outputs at several `temporal_smoothing` values.
+Flicker is `brightness_flicker` of the input and of lossless outputs at several `temporal_smoothing` values.
 """
 import argparse
 import itertools
@@ -27,12 +27,19 @@ import torch
 from PIL import Image
 
 from model import EnhanceNet, load_enhance_net
-from video import brightness_flicker, enhance_video
+from video import enhance_video
 
 ROOT = Path(__file__).resolve().parent
 SHARED = ROOT.parent / "shared"
+LOL = SHARED / "data" / "test_data" / "LOL" / "low"
 FPS = 30
 SMOOTHING = (0.0, 0.5, 0.8, 0.9)
+
+
+def brightness_flicker(frames: Iterable[np.ndarray]) -> float:
+    """Mean absolute frame-to-frame change of mean brightness (0-255 scale) over HxWx3 uint8 frames."""
+    means = np.array([frame.mean() for frame in frames])
+    return float(np.abs(np.diff(means)).mean()) if len(means) > 1 else 0.0
 
 
 def dark_scene(width: int, height: int, seed: int = 0) -> np.ndarray:
@@ -100,7 +107,8 @@ def flicker_frames(image: np.ndarray, kind: str, n: int, width: int = 320, heigh
     for t in range(n):
         if kind == "light":
             cx = width * (0.1 + 0.8 * t / n)
-            frame = still + 150 * np.exp(-((xx - cx) ** 2 + (yy - 0.6 * height) ** 2) / (2 * (height / 14) ** 2))[..., None]
+            light = np.exp(-((xx - cx) ** 2 + (yy - 0.6 * height) ** 2) / (2 * (height / 14) ** 2))
+            frame = still + 150 * light[..., None]
         else:
             zoom = 0.8 - 0.1 * t / n
             cw, ch = int(w * zoom), int(h * zoom)
@@ -172,7 +180,9 @@ def join_frames(paths: list[Path], dst: Path, fps) -> None:
 
 def peak_rss_mib(clip: Path, work: Path) -> float:
     """Peak RSS (MiB) of a fresh Python process that imports torch and enhances `clip` with `video.enhance_video`."""
-    code = ("import sys, torch; from pathlib import Path; from model import EnhanceNet; from video import enhance_video;"
+    code = ("import sys, torch; from pathlib import Path; from model import EnhanceNet; "
+            "from video import enhance_video;"
+            f"torch.set_num_threads({torch.get_num_threads()});"
             "enhance_video(EnhanceNet().eval(), Path(sys.argv[1]), Path(sys.argv[2]), device=torch.device('cpu'),"
             " progress=False)")
     before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
@@ -199,28 +209,36 @@ def flicker_table(model, image: np.ndarray, n: int, work: Path) -> dict[str, lis
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sizes", nargs="+", default=["640x360", "1920x1080"], help="WxH of the clips (default: 640x360 1920x1080)")
-    parser.add_argument("--seconds", type=float, nargs="+", default=[4.0, 2.0],
-                        help="clip length per size at 30 fps (default: 4 2); the last value serves any further size")
+    parser.add_argument("--sizes", nargs="+", default=["640x360", "1920x1080"],
+                        help="WxH of the clips (default: 640x360 1920x1080)")
+    parser.add_argument("--seconds", type=float, nargs="+", default=[4.0, 1.0],
+                        help="clip length per size at 30 fps (default: 4 1); the last value serves any further size")
     parser.add_argument("--repeats", type=int, default=3, help="timed streaming runs after a warm-up (default: 3)")
     parser.add_argument("--batch_size", type=int, default=8, help="frames per model call (default: 8, video.py's)")
     parser.add_argument("--memory_seconds", type=float, default=2.0,
-                        help="short clip length for the memory check, at the first size; the long one is 10x (default: 2)")
+                        help="short clip length for the memory check, at the first size; the long one is 10x "
+                             "(default: 2)")
     parser.add_argument("--flicker_frames", type=int, default=48, help="frames per flicker clip, 320x180 (default: 48)")
     parser.add_argument("--weights", type=Path, default=SHARED / "weights" / "sgz_official_epoch99.pth",
                         help="EnhanceNet weights (default: the authors' release in ../shared); without them throughput "
                              "runs on a random EnhanceNet (same cost) and flicker is skipped")
-    parser.add_argument("--image", type=Path, default=SHARED / "data" / "test_data" / "LOL" / "low" / "1.png",
-                        help="low-light image the flicker clips are made from (default: LOL low/1.png in ../shared)")
+    parser.add_argument("--images", type=Path, nargs="+", default=[LOL / n for n in ("1.png", "111.png", "179.png")],
+                        help="low-light images the flicker clips are made from (default: LOL low/1, 111, 179 in "
+                             "../shared)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch intra-op threads (default: 1: on 2 CPUs the decoder and encoder threads need the "
+                             "rest)")
     args = parser.parse_args(argv)
     torch.manual_seed(0)
+    torch.set_num_threads(args.threads)
     model = load_enhance_net(args.weights) if args.weights.is_file() else EnhanceNet().eval()
     cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
     print(f"machine: {cpu}, {torch.get_num_threads()} torch threads, PyAV {av.__version__} "
           f"(FFmpeg {av.ffmpeg_version_info}), torch {torch.__version__}")
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        print("| clip | frames | streaming fps | x real time | frame-dump fps | dump JPEG / image script / re-join (s) |")
+        print("| clip | frames | streaming fps | x real time | frame-dump fps "
+              "| dump JPEG / image script / re-join (s) |")
         print("| --- | --- | --- | --- | --- | --- |")
         for i, size in enumerate(args.sizes):
             width, height = map(int, size.split("x"))
@@ -239,17 +257,17 @@ def main(argv: list[str] | None = None) -> None:
             peaks.append(peak_rss_mib(clip, work))
         print(f"peak RSS at {args.sizes[0]}: {peaks[0]:.0f} MiB for {args.memory_seconds:g} s, "
               f"{peaks[1]:.0f} MiB for {10 * args.memory_seconds:g} s ({100 * (peaks[1] / peaks[0] - 1):+.1f}%)")
-        if not (args.weights.is_file() and args.image.is_file()):
-            print(f"flicker: skipped (needs --weights {args.weights} and --image {args.image})")
+        images = [path for path in args.images if path.is_file()]
+        if not (args.weights.is_file() and images):
+            print(f"flicker: skipped (needs --weights {args.weights} and --images)")
             return
-        image = np.asarray(Image.open(args.image).convert("RGB"))
-        print(f"\nflicker (mean |change of mean brightness| per frame, 0-255), {args.image.name}, 320x180, "
-              f"{args.flicker_frames} frames")
+        print(f"\nflicker (mean |change of mean brightness| per frame, 0-255), 320x180, {args.flicker_frames} frames")
         print("| clip | input | " + " | ".join(f"alpha {a:g}" for a in SMOOTHING) + " |")
         print("| --- " * (len(SMOOTHING) + 2) + "|")
-        for kind, row in flicker_table(model, image, args.flicker_frames, work).items():
-            print(f"| {kind} | " + " | ".join(f"{v:.3f}" for v in row) + " |")
-
+        for path in images:
+            image = np.asarray(Image.open(path).convert("RGB"))
+            for kind, row in flicker_table(model, image, args.flicker_frames, work).items():
+                print(f"| {kind}, {path.name} | " + " | ".join(f"{v:.3f}" for v in row) + " |")
 
 if __name__ == "__main__":
     main()
