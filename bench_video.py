@@ -11,7 +11,6 @@ Flicker is `brightness_flicker` of the input and of lossless outputs at several 
 """
 import argparse
 import itertools
-import resource
 import statistics
 import subprocess
 import sys
@@ -180,17 +179,13 @@ def join_frames(paths: list[Path], dst: Path, fps) -> None:
 
 def peak_rss_mib(clip: Path, work: Path) -> float:
     """Peak RSS (MiB) of a fresh Python process that imports torch and enhances `clip` with `video.enhance_video`."""
-    code = ("import sys, torch; from pathlib import Path; from model import EnhanceNet; "
-            "from video import enhance_video;"
-            f"torch.set_num_threads({torch.get_num_threads()});"
-            "enhance_video(EnhanceNet().eval(), Path(sys.argv[1]), Path(sys.argv[2]), device=torch.device('cpu'),"
-            " progress=False)")
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    subprocess.run([sys.executable, "-c", code, str(clip), str(work / "memory" / clip.name)], cwd=ROOT, check=True)
-    after = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    if after <= before:
-        raise RuntimeError("measure memory on the smaller clip first: RUSAGE_CHILDREN keeps the largest child's peak")
-    return after / 1024
+    code = ("import resource, sys, torch; from pathlib import Path; from model import EnhanceNet; "
+            f"from video import enhance_video; torch.set_num_threads({torch.get_num_threads()}); "
+            "enhance_video(EnhanceNet().eval(), Path(sys.argv[1]), Path(sys.argv[2]), device=torch.device('cpu'), "
+            "progress=False); print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)")
+    child = subprocess.run([sys.executable, "-c", code, str(clip), str(work / "memory" / clip.name)], cwd=ROOT,
+                           check=True, capture_output=True, text=True)
+    return int(child.stdout.split()[-1]) / 1024  # Linux reports KiB
 
 
 def flicker_table(model, image: np.ndarray, n: int, work: Path) -> dict[str, list[float]]:

@@ -88,7 +88,7 @@ class FrameEnhancer:
 
     @torch.inference_mode()
     def _enhance(self, frames: np.ndarray) -> np.ndarray:
-        x = torch.from_numpy(frames).to(self.device).permute(0, 3, 1, 2).float().div_(255)
+        x = torch.from_numpy(frames).to(self.device).permute(0, 3, 1, 2).float().div_(255).contiguous()  # RIE is faster on NCHW
         x_r = self.model.enhancement_factor(x)
         if self.alpha > 0:
             for i in range(len(x_r)):
