@@ -4,9 +4,10 @@
     python bench_video.py --sizes 64x48 --seconds 0.5 --memory_seconds 0.2 --flicker_frames 8   # a quick check
 
 Throughput is end to end (decode, enhance, encode) on a synthetic dark clip with audio, median of `--repeats` runs
-after a warm-up. The frame-dump route is what the authors' code implies: every frame to a JPEG, their image script on
-each JPEG (read, enhance, save), then the frames re-joined with OpenCV's mp4v (PyAV's mpeg4, the same codec, where
-OpenCV is missing). Peak memory is the peak RSS of a fresh process enhancing a short clip and one 10x longer.
+after a warm-up, alternating with the frame-dump route: what the authors' code implies, every frame to a JPEG, their
+image script on each JPEG (read, enhance, save), then the frames re-joined with OpenCV's mp4v (PyAV's mpeg4, the same
+codec, where OpenCV is missing). Peak memory is the peak RSS of a fresh process enhancing a short clip and one 10x
+longer.
 Flicker is `brightness_flicker` of the input and of lossless outputs at several `temporal_smoothing` values.
 """
 import argparse
@@ -124,14 +125,19 @@ def decoded(path: Path) -> list[np.ndarray]:
         return [frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)]
 
 
-def time_streaming(model, clip: Path, work: Path, repeats: int, batch_size: int) -> float:
-    """Median wall seconds of `enhance_video` (decode + enhance + encode), after one warm-up run."""
-    times = []
-    for _ in range(repeats + 1):
+def time_routes(model, clip: Path, work: Path, repeats: int, batch_size: int) -> tuple[float, dict[str, float]]:
+    """Median wall seconds of `enhance_video` (decode + enhance + encode) and of each frame-dump stage.
+
+    One streaming warm-up run first; then the two routes alternate, so both see the same load on a shared machine.
+    """
+    streaming, stages = [], []
+    for i in range(repeats + 1):
         report = enhance_video(model, clip, work / clip.name, device=torch.device("cpu"), batch_size=batch_size,
                                progress=False)
-        times.append(report.seconds)
-    return statistics.median(times[1:])
+        if i:
+            streaming.append(report.seconds)
+            stages.append(time_frame_dump(model, clip, work))
+    return statistics.median(streaming), {k: statistics.median(s[k] for s in stages) for k in stages[0]}
 
 
 @torch.inference_mode()
@@ -240,8 +246,7 @@ def main(argv: list[str] | None = None) -> None:
             n = max(2, round(args.seconds[min(i, len(args.seconds) - 1)] * FPS))
             clip = write_clip(work / f"clip_{size}.mp4", moving_frames(width, height, n), audio="aac")
             (work / size).mkdir()
-            seconds = time_streaming(model, clip, work / size, args.repeats, args.batch_size)
-            stages = time_frame_dump(model, clip, work / size)
+            seconds, stages = time_routes(model, clip, work / size, args.repeats, args.batch_size)
             print(f"| {size}, {n / FPS:g} s | {n} | {n / seconds:.1f} | {n / FPS / seconds:.2f} | "
                   f"{n / sum(stages.values()):.1f} | {' / '.join(f'{s:.1f}' for s in stages.values())} |")
         width, height = map(int, args.sizes[0].split("x"))

@@ -88,7 +88,8 @@ class FrameEnhancer:
 
     @torch.inference_mode()
     def _enhance(self, frames: np.ndarray) -> np.ndarray:
-        x = torch.from_numpy(frames).to(self.device).permute(0, 3, 1, 2).float().div_(255).contiguous()  # RIE is faster on NCHW
+        # NCHW-contiguous: RIE's elementwise steps run faster than on the channels-last view of the frames.
+        x = torch.from_numpy(frames).to(self.device).permute(0, 3, 1, 2).float().div_(255).contiguous()
         x_r = self.model.enhancement_factor(x)
         if self.alpha > 0:
             for i in range(len(x_r)):
@@ -101,7 +102,8 @@ class FrameEnhancer:
 
 
 def _one_line(e: BaseException) -> str:
-    return (str(e).splitlines() or [type(e).__name__])[0]
+    """FFmpeg's own reason ("Invalid data found when processing input"), without errno and file name."""
+    return getattr(e, "strerror", None) or (str(e).splitlines() or [type(e).__name__])[0]
 
 
 def _put(q: queue.Queue, item, stop: threading.Event) -> None:
