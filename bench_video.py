@@ -51,11 +51,12 @@ def dark_scene(width: int, height: int, seed: int = 0) -> np.ndarray:
 
 
 def write_clip(path: Path, frames: Iterable[np.ndarray], *, fps: int = FPS, codec: str = "libx264",
-               audio: str | None = None, pts: list[int] | None = None, options: dict | None = None) -> Path:
+               audio: str | None = None, pts: list[int] | None = None, options: dict | None = None,
+               rotation: int = 0) -> Path:
     """Encode HxWx3 uint8 frames at `fps` (or at `pts` in ms) with an optional 440 Hz tone as long as the video.
 
     `codec` "libx264rgb" is lossless (crf 0, RGB); `audio` is an FFmpeg encoder name ("aac", "libopus", "mp3");
-    `options` go to the container (e.g. {"movflags": "faststart"}).
+    `options` go to the container (e.g. {"movflags": "faststart"}); `rotation` is the display rotation, as phones set.
     """
     frames = iter(frames)
     first = next(frames)
@@ -66,6 +67,8 @@ def write_clip(path: Path, frames: Iterable[np.ndarray], *, fps: int = FPS, code
         video.pix_fmt = "rgb24" if lossless else "yuv444p" if first.shape[0] % 2 or first.shape[1] % 2 else "yuv420p"
         if pts is not None:
             video.codec_context.time_base = Fraction(1, 1000)
+        if rotation:
+            video.set_display_rotation(rotation)
         sound = out.add_stream(audio, rate=48000, layout="mono") if audio else None
         n = 0
         for n, rgb in enumerate(itertools.chain([first], frames), 1):

@@ -90,6 +90,12 @@ def test_odd_size_is_kept_exactly(tmp_path, model):
     assert probe(enhance(model, src).output)["size"] == (95, 63)
 
 
+def test_display_rotation_is_kept(tmp_path, model):
+    src = write_clip(tmp_path / "phone.mp4", moving_frames(64, 48, 4), rotation=90)
+    with av.open(str(enhance(model, src).output)) as container:
+        assert next(container.decode(video=0)).rotation == 90
+
+
 def test_smoothing_off_equals_per_frame_enhancenet(tmp_path, model):
     frames = np.stack(list(moving_frames(96, 64, 10)))
     src = write_clip(tmp_path / "lossless.mp4", frames, codec="libx264rgb")
