@@ -3,12 +3,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import av
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
 import test as enhance_script
+from bench_video import moving_frames, write_clip
 from conftest import ROOT, SHARED, requires_shared
 from model import EnhanceNet, init_weights, load_enhance_net
 
@@ -186,3 +188,18 @@ def test_an_output_that_cannot_be_written_is_named_and_the_run_goes_on(tmp_path,
                                 "--test_dir", str(tmp_path / "out")]) == 1
     assert capsys.readouterr().err.count("a.png: cannot write") == 1
     assert Image.open(tmp_path / "out" / "b.png").size == (16, 12)
+
+
+def test_videos_in_the_folder_are_enhanced_beside_the_images_and_a_fake_one_is_named(tmp_path, random_weights):
+    (tmp_path / "in" / "clips").mkdir(parents=True)
+    Image.fromarray(dark((32, 24))).save(tmp_path / "in" / "a.png")
+    write_clip(tmp_path / "in" / "clips" / "night.mp4", moving_frames(64, 48, 6), audio="aac")
+    (tmp_path / "in" / "clips" / "fake.mp4").write_text("not a video")
+    result = run_cli("--weight_dir", random_weights, "--input_dir", tmp_path / "in", "--test_dir", tmp_path / "out")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    named = [line for line in result.stderr.splitlines() if "fake.mp4" in line]
+    assert len(named) == 1 and named[0].startswith("skipped ")
+    assert "6 frames" in result.stdout and "1 images enhanced" in result.stdout
+    with av.open(str(tmp_path / "out" / "clips" / "night.mp4")) as clip:
+        assert clip.streams.video[0].frames == 6 and len(clip.streams.audio) == 1
+    assert not (tmp_path / "out" / "clips" / "fake.mp4").exists()
