@@ -129,6 +129,18 @@ def init_weights(model: nn.Module, std: float = 0.02) -> None:
             nn.init.zeros_(m.bias)
 
 
+def flush_subnormals_(model: nn.Module) -> nn.Module:
+    """Set subnormal weights (|w| < 1.2e-38) to zero, in place; returns `model`.
+
+    Over half of the authors' released SGZ weights are subnormal, and CPUs compute with subnormals about 100x
+    slower, which made the EFE 6x slower. The outputs are bit-identical without them.
+    """
+    with torch.no_grad():
+        for p in model.parameters():
+            p[p.abs() < torch.finfo(p.dtype).tiny] = 0
+    return model
+
+
 def extract_state_dict(checkpoint: dict) -> dict:
     """The EFE state dict from a bare state dict, a DataParallel one, or a train.py checkpoint."""
     if "model" in checkpoint and isinstance(checkpoint["model"], dict):
@@ -157,4 +169,4 @@ def load_enhance_net(path: str | Path, scale_factor: int = 12, conv_type: str = 
     except RuntimeError as e:
         first = str(e).splitlines()[1].strip() if len(str(e).splitlines()) > 1 else str(e)
         raise ValueError(f"{path}: does not fit EnhanceNet(conv_type={conv_type!r}): {first}") from e
-    return model.to(device).eval()
+    return flush_subnormals_(model).to(device).eval()

@@ -5,6 +5,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from conftest import SHARED, requires_shared
+
+OFFICIAL = SHARED / "weights" / "sgz_official_epoch99.pth"
 from model import EnhanceNet, init_weights, load_enhance_net, recurrent_enhance
 
 
@@ -115,3 +117,17 @@ def test_training_path_stays_differentiable():
     enhanced, x_r = net(torch.rand(2, 3, 48, 36))
     (enhanced.mean() + x_r.mean()).backward()
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in net.parameters())
+
+
+@requires_shared
+def test_subnormal_weights_are_flushed_without_changing_outputs():
+    reference = torch.load(OFFICIAL, map_location="cpu", weights_only=True)
+    tiny = torch.finfo(torch.float32).tiny
+    assert sum(((v.abs() < tiny) & (v != 0)).sum().item() for v in reference.values()) > 5000
+    net = load_enhance_net(OFFICIAL)
+    assert all(((p.abs() < tiny) & (p != 0)).sum() == 0 for p in net.parameters())
+    as_released = EnhanceNet().eval()
+    as_released.load_state_dict(reference)
+    x = torch.rand(1, 3, 96, 120)
+    with torch.no_grad():
+        assert torch.equal(net(x)[0], as_released(x)[0])
