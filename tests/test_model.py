@@ -5,9 +5,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from conftest import SHARED, requires_shared
+from model import EnhanceNet, init_weights, load_enhance_net, recurrent_enhance
 
 OFFICIAL = SHARED / "weights" / "sgz_official_epoch99.pth"
-from model import EnhanceNet, init_weights, load_enhance_net, recurrent_enhance
 
 
 def random_net(scale_factor: int = 12, conv_type: str = "dsc", seed: int = 0) -> EnhanceNet:
