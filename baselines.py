@@ -1,0 +1,129 @@
+"""The methods SGZ is compared with (paper §4, Tables 5-7): Zero-DCE's network and four classical enhancers.
+
+Zero-DCE (Guo et al., CVPR 2020) is SGZ's ancestor: the same 7-conv EFE with skips, but plain 3x3 convs at full
+resolution and 24 output channels, i.e. a separate curve map r_i for each of the 8 RIE steps. Zero-DCE++ is
+`model.EnhanceNet` itself. The classical methods take and return float32 HxWx3 RGB arrays in [0, 1].
+"""
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from scipy.sparse import diags
+from scipy.sparse.linalg import spsolve
+from torch import nn
+
+from model import NUM_FEATURES, NUM_ITERATIONS, EnhanceNet, extract_state_dict
+
+
+class ZeroDCENet(EnhanceNet):
+    """Zero-DCE's DCE-Net (Guo et al. 2020, §3.1; the authors' `enhance_net_nopool`): SGZ's EFE with plain 3x3
+    convs ("tc"), no downscaling, and a 24-channel head. Parameter names match the authors' checkpoints.
+
+    `forward(x)` maps a Bx3xHxW image in [0, 1] to `(enhanced, curves)`, curves being the 8 stacked 3-channel r_i.
+    """
+
+    def __init__(self):
+        super().__init__(scale_factor=1, conv_type="tc")
+        self.e_conv7 = nn.Conv2d(NUM_FEATURES * 2, 3 * NUM_ITERATIONS, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        curves = self.enhancement_factor(x)
+        # Zero-DCE Eq. 4: LE_n = LE_{n-1} + A_n * (LE_{n-1}^2 - LE_{n-1}), a new A_n at every step.
+        for r in torch.split(curves, 3, dim=1):
+            x = x + r * (x * x - x)
+        return x, curves
+
+
+def flush_subnormals_(model: nn.Module) -> nn.Module:
+    """Set weights below float32's smallest normal (1.2e-38) to zero, in place.
+
+    The released Zero-DCE, SGZ and Zero-DCE++ weights hold 19,266, 6,127 and 685 such values; x86 CPUs multiply
+    by them ~100x slower, making Zero-DCE ~20x slower on a CPU. Outputs are bit-identical without them.
+    """
+    with torch.no_grad():
+        for p in model.parameters():
+            p[p.abs() < torch.finfo(p.dtype).tiny] = 0
+    return model
+
+
+def load_zero_dce(path: str | Path, device: str | torch.device = "cpu") -> ZeroDCENet:
+    """A `ZeroDCENet` in eval mode with the weights in `path`.
+
+    Raises FileNotFoundError when the file is missing and ValueError when it is not a Zero-DCE state dict.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such weight file")
+    try:
+        state = extract_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    except Exception as e:
+        raise ValueError(f"{path}: not a PyTorch state dict ({type(e).__name__})") from e
+    model = ZeroDCENet()
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:
+        raise ValueError(f"{path}: does not fit Zero-DCE's network (plain convs, 24 output channels)") from e
+    return flush_subnormals_(model).to(device).eval()
+
+
+def _to_u8(img: np.ndarray) -> np.ndarray:
+    return (np.clip(img, 0, 1) * 255 + 0.5).astype(np.uint8)
+
+
+def histogram_equalisation(img: np.ndarray) -> np.ndarray:
+    """Global histogram equalisation of the luma (Y of YCrCb), chroma kept: colours do not shift."""
+    ycc = cv2.cvtColor(_to_u8(img), cv2.COLOR_RGB2YCrCb)
+    ycc[..., 0] = cv2.equalizeHist(ycc[..., 0])
+    return cv2.cvtColor(ycc, cv2.COLOR_YCrCb2RGB).astype(np.float32) / 255
+
+
+def clahe(img: np.ndarray, clip_limit: float = 2.0, tiles: int = 8) -> np.ndarray:
+    """Contrast-limited adaptive HE (Zuiderveld 1994) of CIELAB L; OpenCV's defaults (clip 2.0, 8x8 tiles)."""
+    lab = cv2.cvtColor(_to_u8(img), cv2.COLOR_RGB2LAB)
+    lab[..., 0] = cv2.createCLAHE(clipLimit=clip_limit, tileGridSize=(tiles, tiles)).apply(lab[..., 0])
+    return cv2.cvtColor(lab, cv2.COLOR_LAB2RGB).astype(np.float32) / 255
+
+
+def gamma_correction(img: np.ndarray, gamma: float = 2.2) -> np.ndarray:
+    """out = in^(1/gamma), gamma 2.2 (the sRGB display gamma): brightens shadows most."""
+    return np.power(np.clip(img, 0, 1), 1 / gamma).astype(np.float32)
+
+
+def _smooth_illumination(t_hat: np.ndarray, alpha: float, eps: float) -> np.ndarray:
+    """LIME Eq. 19 with weighting strategy I: solve (I + alpha * sum_d D_d^T A_d D_d) t = t_hat,
+    A_d = diag(1 / (|D_d t_hat| + eps)): smooths T inside regions, keeps its edges."""
+    h, w = t_hat.shape
+    n = h * w
+    dx = np.zeros((h, w))
+    dy = np.zeros((h, w))
+    dx[:, :-1] = 1 / (np.abs(np.diff(t_hat, axis=1)) + eps)  # weight of the edge (i, j)-(i, j+1)
+    dy[:-1, :] = 1 / (np.abs(np.diff(t_hat, axis=0)) + eps)  # weight of the edge (i, j)-(i+1, j)
+    dx, dy = alpha * dx.ravel(), alpha * dy.ravel()
+    centre = 1 + dx + dy + np.concatenate([[0], dx[:-1]]) + np.concatenate([np.zeros(w), dy[:-w]])
+    laplacian = diags([centre, -dx[:-1], -dx[:-1], -dy[:-w], -dy[:-w]], [0, 1, -1, w, -w], shape=(n, n))
+    # The matrix is symmetric: minimum-degree ordering on A + A^T keeps the LU fill-in small.
+    return spsolve(laplacian.tocsc(), t_hat.ravel(), permc_spec="MMD_AT_PLUS_A").reshape(h, w)
+
+
+def lime(img: np.ndarray, alpha: float = 0.15, gamma: float = 0.8, eps: float = 1e-3,
+         max_pixels: int = 100_000) -> np.ndarray:
+    """LIME-style enhancement (Guo, Li & Ling, TIP 2017): out = in / T^gamma, T the refined max-RGB illumination.
+
+    T_hat = max over RGB (LIME Eq. 2), refined by Eq. 19 (strategy I), gamma 0.8 (LIME §III-C). Differences from
+    LIME: no BM3D denoising, and T is solved at <= `max_pixels` and resized back bilinearly (T is smooth).
+    """
+    h, w = img.shape[:2]
+    t_hat = img.max(axis=2).astype(np.float64)
+    shrink = min(1.0, (max_pixels / (h * w)) ** 0.5)
+    if shrink < 1:
+        small = (max(1, round(w * shrink)), max(1, round(h * shrink)))
+        t_hat = cv2.resize(t_hat, small, interpolation=cv2.INTER_AREA)
+    t = _smooth_illumination(t_hat, alpha, eps)
+    if shrink < 1:
+        t = cv2.resize(t, (w, h), interpolation=cv2.INTER_LINEAR)
+    t = np.clip(t, eps, 1) ** gamma
+    return np.clip(img / t[..., None], 0, 1).astype(np.float32)
+
+
+CLASSICAL = {"HE": histogram_equalisation, "CLAHE": clahe, "Gamma": gamma_correction, "LIME": lime}
