@@ -22,7 +22,7 @@ import torch
 from tqdm import tqdm
 
 import metrics
-from baselines import CLASSICAL, flush_subnormals_, load_zero_dce
+from baselines import CLASSICAL, load_zero_dce
 from model import load_enhance_net
 
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
@@ -59,9 +59,8 @@ def network_method(net: torch.nn.Module, device: torch.device):
 def build_methods(args: argparse.Namespace, device: torch.device) -> tuple[dict, dict]:
     """name -> enhancer, and name -> network (for Table 7). A method whose weights are missing is skipped."""
     methods, nets = {}, {}
-    loaders = {"SGZ": lambda: flush_subnormals_(load_enhance_net(args.weights, args.scale_factor, "dsc", device)),
-               "Zero-DCE++": lambda: flush_subnormals_(load_enhance_net(args.zero_dce_pp_weights, args.scale_factor,
-                                                                        "dsc", device)),
+    loaders = {"SGZ": lambda: load_enhance_net(args.weights, args.scale_factor, "dsc", device),
+               "Zero-DCE++": lambda: load_enhance_net(args.zero_dce_pp_weights, args.scale_factor, "dsc", device),
                "Zero-DCE": lambda: load_zero_dce(args.zero_dce_weights, device)}
     for name in args.methods:
         if name in loaders:
