@@ -187,14 +187,17 @@ def join_frames(paths: list[Path], dst: Path, fps) -> None:
 
 
 def peak_rss_mib(clip: Path, work: Path) -> float:
-    """Peak RSS (MiB) of a fresh Python process that imports torch and enhances `clip` with `video.enhance_video`."""
-    code = ("import resource, sys, torch; from pathlib import Path; from model import EnhanceNet; "
+    """Peak RSS (MiB) of a fresh Python process that imports torch and enhances `clip` with `video.enhance_video`.
+
+    Read from the child's VmHWM (Linux): its ru_maxrss would still hold this process's RSS from before the exec.
+    """
+    code = ("import sys, torch; from pathlib import Path; from model import EnhanceNet; "
             f"from video import enhance_video; torch.set_num_threads({torch.get_num_threads()}); "
             "enhance_video(EnhanceNet().eval(), Path(sys.argv[1]), Path(sys.argv[2]), device=torch.device('cpu'), "
-            "progress=False); print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)")
+            "progress=False); print(next(l for l in open('/proc/self/status') if l.startswith('VmHWM')))")
     child = subprocess.run([sys.executable, "-c", code, str(clip), str(work / "memory" / clip.name)], cwd=ROOT,
                            check=True, capture_output=True, text=True)
-    return int(child.stdout.split()[-1]) / 1024  # Linux reports KiB
+    return int(child.stdout.split()[-2]) / 1024  # "VmHWM:  123456 kB"
 
 
 def flicker_table(model, image: np.ndarray, n: int, work: Path) -> dict[str, list[float]]:

@@ -182,10 +182,12 @@ def enhance_video(model: EnhanceNet, src: Path, dst: Path, *, device: torch.devi
     Raises VideoError when no output can be made; a truncated or corrupt input gives a valid output of the frames
     decoded before the damage, with `VideoReport.error` naming it.
     """
+    if not 0 <= crf <= 51:
+        raise ValueError(f"crf must be in 0..51 (libx264), not {crf}")
     src, dst = Path(src), Path(dst)
     start = time.perf_counter()
-    container, in_video = _open_input(src)
     enhance = FrameEnhancer(model, device, temporal_smoothing)
+    container, in_video = _open_input(src)
     try:
         in_audio = list(container.streams.audio)
         dst = output_path(dst, [s.codec_context.codec.canonical_name for s in in_audio])

@@ -115,10 +115,11 @@ def test_smoothing_lowers_flicker_of_a_pan_across_a_night_scene(tmp_path):
     assert smoothed < 0.85 * per_frame
 
 
-def test_smoothing_outside_zero_to_one_is_refused(tmp_path, model):
+@pytest.mark.parametrize("option", [{"temporal_smoothing": 1.0}, {"temporal_smoothing": -0.1}, {"crf": 52}])
+def test_options_out_of_range_are_refused(tmp_path, model, option):
     src = write_clip(tmp_path / "clip.mp4", moving_frames(64, 48, 2))
-    with pytest.raises(ValueError, match="temporal_smoothing"):
-        enhance(model, src, temporal_smoothing=1.0)
+    with pytest.raises(ValueError, match=next(iter(option))):
+        enhance(model, src, **option)
 
 
 @pytest.mark.parametrize("name, options", [("cut.mp4", {"movflags": "faststart"}), ("cut.mkv", None)])
