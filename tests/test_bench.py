@@ -6,7 +6,7 @@ from model import EnhanceNet, recurrent_enhance
 
 
 def test_bench_prints_reference_and_default_rows_that_agree(capsys):
-    bench.main(["--sizes", "48x36,30x20", "--warmup", "1", "--repeats", "2", "--folder_images", "3",
+    bench.main(["--sizes", "48x36,30x20", "--threads", "1", "--warmup", "1", "--repeats", "2", "--folder_images", "3",
                 "--folder_size", "40x30", "--weight_dir", "absent.pth"])
     table = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ")]
     rows = [[cell.strip() for cell in line.strip("|").split("|")] for line in table[1:]]

@@ -9,7 +9,6 @@ from PIL import Image
 import loss
 from conftest import SHARED, requires_shared
 from model import load_enhance_net
-from test_train import one_thread  # noqa: F401  (autouse fixture: one intra-op thread)
 
 PARITY_KEYS = {"tv_A_x1600": "tv", "spa8_mean": "spa", "color_mean_x5": "col", "exp_mean_x10_E0.6": "exp",
                "total_without_sem": "total"}

@@ -9,7 +9,6 @@ import segmentation
 from loss import SGZLoss
 from model import EnhanceNet, init_weights
 from segmentation import USS, SegWeightsError
-from test_train import one_thread  # noqa: F401  (autouse fixture: one intra-op thread)
 
 
 @pytest.fixture(scope="module")

@@ -21,15 +21,6 @@ SAMPLES = ROOT / "data" / "test_data" / "samples"  # 4 images: 2 steps per epoch
 ONE_THREAD = dict(os.environ, OMP_NUM_THREADS="1")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors on 2 shared cores: a second intra-op thread only adds contention (10x slower here)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def argv(folder, *extra) -> list[str]:
     return ["--lowlight_images_path", str(SAMPLES), "--image_size", "32", "--train_batch_size", "2",
             "--num_workers", "0", "--lr", "1e-3", "--device", "cpu", "--snapshots_folder", str(folder), *extra]
