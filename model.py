@@ -148,11 +148,10 @@ def extract_state_dict(checkpoint: dict) -> dict:
     return {k.removeprefix("module."): v for k, v in checkpoint.items()}
 
 
-def load_enhance_net(path: str | Path, scale_factor: int = 12, conv_type: str = "dsc",
-                     device: str | torch.device = "cpu") -> EnhanceNet:
-    """An `EnhanceNet` in eval mode with weights from `path`.
+def read_checkpoint(path: str | Path) -> dict:
+    """The dict saved in `path`, loaded on the CPU with weights_only (no code runs from the file).
 
-    Raises FileNotFoundError when the file is missing and ValueError when it is not a matching checkpoint.
+    Raises FileNotFoundError when the file is missing and ValueError when it holds no dict of tensors.
     """
     path = Path(path)
     if not path.is_file():
@@ -163,6 +162,16 @@ def load_enhance_net(path: str | Path, scale_factor: int = 12, conv_type: str = 
         raise ValueError(f"{path}: not a PyTorch checkpoint ({type(e).__name__})") from e
     if not isinstance(checkpoint, dict):
         raise ValueError(f"{path}: not a state dict")
+    return checkpoint
+
+
+def load_enhance_net(path: str | Path, scale_factor: int = 12, conv_type: str = "dsc",
+                     device: str | torch.device = "cpu") -> EnhanceNet:
+    """An `EnhanceNet` in eval mode with weights from `path`.
+
+    Raises FileNotFoundError when the file is missing and ValueError when it is not a matching checkpoint.
+    """
+    checkpoint = read_checkpoint(path)
     model = EnhanceNet(scale_factor, conv_type)
     try:
         model.load_state_dict(extract_state_dict(checkpoint))

@@ -3,12 +3,13 @@
 It only supplies the semantic loss: its own argmax labels on the enhanced image are the focal loss's targets.
 Nothing in it is trained. Its input is the enhanced image in [0, 1], unnormalised, as in the authors' code.
 """
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torchvision.models import ResNet50_Weights, resnet50
+
+from model import read_checkpoint
 
 BN_MODES = ("train", "eval")
 
@@ -34,16 +35,10 @@ def backbone_state_dict(seg_weights: str) -> dict | None:
                 f"could not get the ResNet-50 ImageNet weights ({type(e).__name__}: {e}); "
                 "pass --seg_weights PATH for a local torchvision resnet50 file, "
                 "or --seg_weights none for a randomly initialised USS") from e
-    path = Path(seg_weights)
-    if not path.is_file():
-        raise SegWeightsError(f"{path}: no such file (--seg_weights takes imagenet, none, or a resnet50 file)")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise SegWeightsError(f"{path}: not a PyTorch state dict ({type(e).__name__})") from e
-    if not isinstance(state, dict):
-        raise SegWeightsError(f"{path}: not a state dict")
-    return state
+        return read_checkpoint(seg_weights)
+    except (FileNotFoundError, ValueError) as e:
+        raise SegWeightsError(f"{e} (--seg_weights takes imagenet, none, or a torchvision resnet50 file)") from e
 
 
 class FPNHead(nn.Module):

@@ -56,7 +56,7 @@ def test_missing_imagenet_weights_name_both_options(monkeypatch):
 
 
 def test_a_missing_or_wrong_weight_file_is_named(tmp_path):
-    with pytest.raises(SegWeightsError, match="nowhere.pth: no such file"):
+    with pytest.raises(SegWeightsError, match="nowhere.pth: no such weight file"):
         USS(seg_weights=str(tmp_path / "nowhere.pth"))
     other = tmp_path / "other.pth"
     torch.save({"conv.weight": torch.zeros(1)}, other)
