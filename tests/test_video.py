@@ -16,15 +16,6 @@ from video import VideoError, enhance_video
 N = 24  # frames per clip: 0.8 s at 30 fps
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """On a shared 2-core machine, torch's spinning intra-op threads starve the decoder and encoder threads."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def model() -> EnhanceNet:
     torch.manual_seed(0)
