@@ -11,8 +11,8 @@ from torch import nn
 
 NUM_FEATURES = 32
 NUM_ITERATIONS = 8
-# Elements per band in fused_forward on CPU: about 1 MB of float32, measured fastest on a 2-core Xeon.
-CPU_BAND_ELEMENTS = 2**18
+# Elements per band in fused_forward on CPU: 256 KB of float32, measured fastest on a 2-core Xeon.
+CPU_BAND_ELEMENTS = 2**16
 
 
 class DepthwiseSeparableConv(nn.Module):
@@ -93,32 +93,50 @@ class EnhanceNet(nn.Module):
         return recurrent_enhance(x, x_r), x_r
 
     def fused_forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The same math as `forward` for inference, without autograd, in about a tenth of the time on a CPU.
+        """The same math as `forward` for inference, without autograd, several times faster on a CPU.
 
         The full-resolution work (upsampling x_r, 8 RIE steps) is memory-bound, so it runs in bands of rows
         small enough to stay in cache, in place, with each step written as x <- x * ((1 - x_r) + x_r * x):
-        two operations instead of four and no new tensors. Bilinear upsampling is separable, so x_r is
-        upsampled vertically once at low width and horizontally band by band.
+        two operations instead of four and no new tensors. Bilinear upsampling is separable: x_r is upsampled
+        vertically once at low width, then horizontally band by band as a product with a sparse matrix, which
+        a CPU's matrix kernels run far faster than the interpolation kernel.
         """
         batch, channels, h, w = x.shape
         factor = self.low_resolution_factor(x)
+        widen = None
         if self.scale_factor != 1:
             factor = F.interpolate(factor, size=(h, factor.shape[-1]), mode="bilinear", align_corners=True)
+            widen = linear_interpolation_matrix(factor.shape[-1], w, x.device)
         enhanced, x_r = torch.empty_like(x), torch.empty_like(x)
         rows = h if x.device.type != "cpu" else max(1, CPU_BAND_ELEMENTS // (batch * channels * w))
         for top in range(0, h, rows):
             band = slice(top, top + rows)
             r, y = x_r[:, :, band], enhanced[:, :, band]
-            if self.scale_factor == 1:
-                r.copy_(factor[:, :, band])
-            else:
-                r.copy_(F.interpolate(factor[:, :, band], size=(r.shape[2], w), mode="bilinear", align_corners=True))
+            r.copy_(factor[:, :, band] if widen is None else factor[:, :, band] @ widen)
             y.copy_(x[:, :, band])
             one_minus_r, step = 1 - r, torch.empty_like(y)
             for _ in range(NUM_ITERATIONS):
                 torch.addcmul(one_minus_r, r, y, out=step)
                 y.mul_(step)
         return enhanced, x_r
+
+
+def linear_interpolation_matrix(n_in: int, n_out: int, device: torch.device) -> torch.Tensor:
+    """The n_in x n_out matrix M with v @ M = 1-D linear interpolation of v, align_corners=True.
+
+    Source positions and weights are computed in float32 as PyTorch's own bilinear kernel computes them, so the
+    product matches F.interpolate to float rounding.
+    """
+    scale = torch.tensor(n_in - 1, dtype=torch.float32) / max(n_out - 1, 1)
+    source = torch.arange(n_out, dtype=torch.float32) * scale
+    left = source.floor().long().clamp(max=n_in - 1)
+    right = (left + 1).clamp(max=n_in - 1)
+    weight = (source - left).clamp(0, 1)
+    columns = torch.arange(n_out)
+    matrix = torch.zeros(n_in, n_out)
+    matrix.index_put_((left, columns), 1 - weight, accumulate=True)
+    matrix.index_put_((right, columns), weight, accumulate=True)
+    return matrix.to(device)
 
 
 def init_weights(model: nn.Module, std: float = 0.02) -> None:
