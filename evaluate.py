@@ -295,7 +295,8 @@ def main(argv: list[str] | None = None) -> int:
         outputs["table6_paired"] = render("Table 6: paired sets", metrics.PAIRED_CONVENTION, rows,
                                           ["PSNR", "SSIM", "SSIM-G", "MSE"], notes)
         outputs["gap"] = render("Paired sets under other conventions", metrics.GAP_CONVENTION, rows,
-                                ["PSNR-Y", "SSIM-G-Y", "PSNR GT-mean", "SSIM GT-mean", "SSIM-G GT-mean"], [])
+                                ["PSNR-Y", "SSIM-G-Y", "SSIM-W", "PSNR GT-mean", "SSIM GT-mean",
+                                 "SSIM-G GT-mean"], [])
     if "5" in args.tables:
         scorers = {"BRISQUE": brisque, "NIQE": metrics.Niqe()}
         unique = unique_scorer(args.unique_weights, device)

@@ -32,6 +32,8 @@ UNPAIRED_CONVENTION = ("BRISQUE: OpenCV-contrib quality module, LIVE-R2 SVM (bri
                        "MATLAB's rgb2ycbcr, 96x96 blocks, pristine model from basicsr; both lower = better; "
                        "per-image mean")
 GAP_CONVENTION = ("scikit-image, uint8; -Y: luminance only (Y of MATLAB's rgb2ycbcr, 16-235), data_range 255; "
+                  "SSIM-W: Wang's reference ssim.m (grey, 2x2-averaged and subsampled for LOL's 600x400, "
+                  "11x11 Gaussian, border excluded); "
                   "GT-mean: each output rescaled so its mean equals its ground truth's, then scored as in Table 6; "
                   "per-image mean")
 
@@ -60,6 +62,18 @@ def ssim(out: np.ndarray, gt: np.ndarray, gaussian: bool = False) -> float:
     return float(structural_similarity(gt, out, data_range=255, channel_axis=channel_axis))
 
 
+def ssim_wang(out: np.ndarray, gt: np.ndarray) -> float:
+    """SSIM as Zhou Wang's reference MATLAB ssim.m computes it for colour files read with rgb2gray: grey (BT.601,
+    rounded), f x f box-averaged and subsampled with f = max(1, round(min(H, W) / 256)), then the 11x11 Gaussian
+    window (sigma 1.5) with the border excluded. Sizes are cropped to multiples of f (ssim.m pads symmetrically)."""
+    f = max(1, round(min(gt.shape[:2]) / 256))
+    grey = [cv2.cvtColor(a, cv2.COLOR_RGB2GRAY).astype(np.float64) for a in (out, gt)]
+    h, w = grey[0].shape[0] // f * f, grey[0].shape[1] // f * f
+    small = [g[:h, :w].reshape(h // f, f, w // f, f).mean((1, 3)) for g in grey]
+    return float(structural_similarity(small[1], small[0], data_range=255, gaussian_weights=True, sigma=1.5,
+                                       use_sample_covariance=False))
+
+
 def mse(out: np.ndarray, gt: np.ndarray) -> float:
     return float(mean_squared_error(gt.astype(np.float64), out.astype(np.float64)))
 
@@ -72,14 +86,16 @@ def paired_scores(out: np.ndarray, gt: np.ndarray) -> dict[str, float]:
 def gap_scores(out: np.ndarray, gt: np.ndarray) -> dict[str, float]:
     """The same output scored under conventions other papers use, to locate the gap to the paper's Table 6.
 
-    Y: luminance only (MATLAB rgb2ycbcr, as in super-resolution code); GT-mean: the output's channels rescaled so
-    its mean brightness equals the ground truth's (KinD/LLFlow's "GT-mean"), removing any global exposure error.
+    Y: luminance only (MATLAB rgb2ycbcr, as in super-resolution code); SSIM-W: Wang's reference ssim.m;
+    GT-mean: the output's channels rescaled so its mean brightness equals the ground truth's (KinD/LLFlow's
+    "GT-mean"), removing any global exposure error.
     """
     y_out, y_gt = luma(out), luma(gt)
     matched = to_uint8(out.astype(np.float64) * (gt.mean() / max(out.mean(), 1e-6)) / 255)
     return {"PSNR-Y": float(peak_signal_noise_ratio(y_gt, y_out, data_range=255)),
             "SSIM-G-Y": float(structural_similarity(y_gt, y_out, data_range=255, gaussian_weights=True,
                                                     sigma=1.5, use_sample_covariance=False)),
+            "SSIM-W": ssim_wang(out, gt),
             "PSNR GT-mean": psnr(matched, gt), "SSIM GT-mean": ssim(matched, gt),
             "SSIM-G GT-mean": ssim(matched, gt, gaussian=True)}
 
@@ -108,10 +124,12 @@ def _aggd(blocks: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Moment-matching fit of an asymmetric generalised Gaussian to each row (NIQE paper Eq. 5-6):
     shape alpha by table look-up of the generalised Gaussian ratio, left/right scales from one-sided variances."""
     neg, pos = np.minimum(blocks, 0), np.maximum(blocks, 0)
-    left = np.sqrt((neg ** 2).sum(1) / (blocks < 0).sum(1))
-    right = np.sqrt((pos ** 2).sum(1) / (blocks > 0).sum(1))
-    g = left / right
-    r_hat = np.abs(blocks).mean(1) ** 2 / (blocks ** 2).mean(1)
+    # A flat block has no negative or positive values: its features are NaN and NIQE drops them, as MATLAB does.
+    with np.errstate(divide="ignore", invalid="ignore"):
+        left = np.sqrt((neg ** 2).sum(1) / (blocks < 0).sum(1))
+        right = np.sqrt((pos ** 2).sum(1) / (blocks > 0).sum(1))
+        g = left / right
+        r_hat = np.abs(blocks).mean(1) ** 2 / (blocks ** 2).mean(1)
     r_norm = r_hat * (g ** 3 + 1) * (g + 1) / (g ** 2 + 1) ** 2
     alpha = _GAMMAS[np.argmin((_R_GAMMA[None] - r_norm[:, None]) ** 2, axis=1)]
     scale = np.sqrt(gamma_fn(1 / alpha) / gamma_fn(3 / alpha))

@@ -120,3 +120,5 @@ def test_authors_sgz_weights_on_lol_eval15_give_the_readme_numbers(tmp_path):
     # With each output's brightness matched to its ground truth, PSNR lands on the paper's 20.60.
     assert gap["SGZ", "LOL", "PSNR GT-mean"] == pytest.approx(20.58, abs=0.005)
     assert gap["SGZ", "LOL", "SSIM-G-Y"] == pytest.approx(0.7470, abs=5e-4)
+    # Wang's reference ssim.m (grey, 2x downsampled) lands on the paper's 0.79.
+    assert gap["SGZ", "LOL", "SSIM-W"] == pytest.approx(0.7946, abs=5e-4)

@@ -43,6 +43,14 @@ def test_psnr_and_ssim_agree_with_torchmetrics_and_piq_on_lol_pairs(name):
     assert metrics.ssim(low, high, gaussian=True) == pytest.approx(piq_ssim, abs=1e-3)
 
 
+@requires_shared
+def test_wang_ssim_agrees_with_piqs_downsampled_ssim_on_grey_lol_pairs():
+    piq = pytest.importorskip("piq")
+    low, high = rgb_u8("LOL/low/1.png"), rgb_u8("LOL/high/1.png")
+    grey = [torch.from_numpy(cv2.cvtColor(a, cv2.COLOR_RGB2GRAY))[None, None].double() for a in (low, high)]
+    assert metrics.ssim_wang(low, high) == pytest.approx(float(piq.ssim(*grey, data_range=255.0)), abs=1e-3)
+
+
 def test_ssim_of_an_image_with_itself_is_one_and_psnr_is_infinite():
     img = np.random.default_rng(0).integers(0, 256, (40, 50, 3), dtype=np.uint8)
     assert metrics.ssim(img, img) == pytest.approx(1.0) and metrics.ssim(img, img, gaussian=True) == pytest.approx(1.0)
