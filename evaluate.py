@@ -76,6 +76,9 @@ def build_methods(args: argparse.Namespace, device: torch.device) -> tuple[dict,
 
 
 def list_images(folder: Path, limit: int) -> list[Path]:
+    if not folder.is_dir():
+        print(f"{folder}: no such folder, set skipped", file=sys.stderr)
+        return []
     files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
     return files[:limit] if limit else files
 

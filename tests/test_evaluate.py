@@ -109,6 +109,12 @@ def test_a_missing_weights_file_skips_its_method_with_one_line(small_sets, tmp_p
     assert {m for m, _, _ in means(tmp_path / "table6_paired.csv")} == {"Gamma"}
 
 
+def test_a_missing_set_folder_is_skipped_with_one_line(tmp_path, capsys):
+    assert main(["--data_dir", str(tmp_path), "--paired", "absent", "--tables", "6", "--methods", "Gamma",
+                 "--out_dir", str(tmp_path / "out")]) == 0
+    assert f"{tmp_path / 'absent' / 'low'}: no such folder, set skipped" in capsys.readouterr().err
+
+
 @requires_shared
 def test_authors_sgz_weights_on_lol_eval15_give_the_readme_numbers(tmp_path):
     assert main(["--data_dir", str(DATA), "--paired", "LOL", "--tables", "6", "--methods", "SGZ", *NETS[:2],
