@@ -35,6 +35,8 @@ class ZeroDCENet(EnhanceNet):
             x = x + r * (x * x - x)
         return x, curves
 
+    plain_forward = forward  # Zero-DCE has no fused inference path: its one forward is already op by op.
+
 
 def load_zero_dce(path: str | Path, device: str | torch.device = "cpu") -> ZeroDCENet:
     """A `ZeroDCENet` in eval mode with the weights in `path`, subnormals flushed (19,266 of the released 79,416
