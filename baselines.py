@@ -14,7 +14,7 @@ from scipy.sparse.linalg import spsolve
 from torch import nn
 
 from metrics import to_uint8
-from model import NUM_FEATURES, NUM_ITERATIONS, EnhanceNet, extract_state_dict, flush_subnormals_
+from model import NUM_FEATURES, NUM_ITERATIONS, EnhanceNet, extract_state_dict, flush_subnormals_, read_checkpoint
 
 
 class ZeroDCENet(EnhanceNet):
@@ -44,13 +44,7 @@ def load_zero_dce(path: str | Path, device: str | torch.device = "cpu") -> ZeroD
 
     Raises FileNotFoundError when the file is missing and ValueError when it is not a Zero-DCE state dict.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such weight file")
-    try:
-        state = extract_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-    except Exception as e:
-        raise ValueError(f"{path}: not a PyTorch state dict ({type(e).__name__})") from e
+    state = extract_state_dict(read_checkpoint(path))
     model = ZeroDCENet()
     try:
         model.load_state_dict(state)
