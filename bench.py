@@ -49,7 +49,7 @@ def median_ms(fn, warmup: int, repeats: int, device: torch.device) -> float:
 
 
 def peak_memory_mb(fn, device: torch.device) -> float | None:
-    """Peak memory one call adds: CUDA allocator peak, or on Linux the process's peak RSS (VmHWM) after a reset."""
+    """Peak memory one call adds: CUDA allocator peak, or on Linux (glibc) the process's peak RSS after a reset."""
     if device.type == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
@@ -57,7 +57,12 @@ def peak_memory_mb(fn, device: torch.device) -> float | None:
         fn()
         torch.cuda.synchronize()
         return (torch.cuda.max_memory_allocated() - base) / 2**20
-    set_mmap_threshold(64 * 1024)  # every tensor's pages come and go with it, so VmHWM sees this call alone
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return None
+    libc.mallopt(M_MMAP_THRESHOLD, 64 * 1024)  # each tensor gets fresh pages and returns them when freed
+    libc.malloc_trim(0)  # and no freed heap memory is left to reuse unseen: VmHWM sees this call alone
     try:
         Path("/proc/self/clear_refs").write_text("5")
         base = resident_kb("VmRSS")
@@ -66,15 +71,7 @@ def peak_memory_mb(fn, device: torch.device) -> float | None:
     except OSError:
         return None
     finally:
-        set_mmap_threshold(GLIBC_MAX_MMAP_THRESHOLD)
-
-
-def set_mmap_threshold(size: int) -> None:
-    """glibc serves allocations over `size` by mmap, so they leave RSS when freed."""
-    try:
-        ctypes.CDLL("libc.so.6").mallopt(M_MMAP_THRESHOLD, size)
-    except (OSError, AttributeError):
-        pass
+        libc.mallopt(M_MMAP_THRESHOLD, GLIBC_MAX_MMAP_THRESHOLD)
 
 
 def bandwidth_floor_row(size: tuple[int, int], device: torch.device) -> list[str]:
