@@ -16,7 +16,6 @@ import tempfile
 from collections import defaultdict
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 from tqdm import tqdm
@@ -24,19 +23,10 @@ from tqdm import tqdm
 import metrics
 from baselines import CLASSICAL, load_zero_dce
 from model import load_enhance_net
+from test import IMAGE_EXTENSIONS, BadInputError, read_image, write_image
 
-IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 METHODS = ["Input", "SGZ", "Zero-DCE++", "Zero-DCE", *CLASSICAL]
 LOWER_IS_BETTER = {"MSE", "BRISQUE", "NIQE", "Params", "FLOPs (G)", "Time (ms)"}
-
-
-def read_rgb(path: Path) -> np.ndarray:
-    """HxWx3 float32 RGB in [0, 1], EXIF orientation applied, 8- or 16-bit; ValueError naming the file if unreadable."""
-    img = cv2.imread(str(path), cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH)
-    if img is None:
-        raise ValueError(f"{path}: not a readable image")
-    scale = 65535 if img.dtype == np.uint16 else 255
-    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB).astype(np.float32) / scale
 
 
 def write_text(path: Path, text: str) -> None:
@@ -104,11 +94,11 @@ def evaluate_paired(name: str, folder: Path, methods: dict, args, rows: list, no
         try:
             if not gt_path.is_file():
                 raise ValueError(f"{low_path}: no ground truth {gt_path}, skipped")
-            low, gt = read_rgb(low_path), metrics.to_uint8(read_rgb(gt_path))
+            low, gt = read_image(low_path), metrics.to_uint8(read_image(gt_path))
             if low.shape != gt.shape:
                 raise ValueError(f"{low_path}: size {low.shape[1]}x{low.shape[0]} differs from ground truth "
                                  f"{gt_path.name} {gt.shape[1]}x{gt.shape[0]}, skipped (ground truth is never cropped)")
-        except ValueError as e:
+        except (ValueError, BadInputError) as e:
             report(notes, str(e))
             continue
         for method, out in enhanced(methods, low, name, low_path, args):
@@ -120,8 +110,8 @@ def evaluate_unpaired(name: str, folder: Path, methods: dict, scorers: dict, arg
     """Table 5 for one unpaired set: no-reference scores of every method's output."""
     for path in tqdm(list_images(folder, args.limit), desc=name, file=sys.stderr):
         try:
-            low = read_rgb(path)
-        except ValueError as e:
+            low = read_image(path)
+        except BadInputError as e:
             report(notes, str(e))
             continue
         for method, out in enhanced(methods, low, name, path, args):
@@ -134,13 +124,7 @@ def evaluate_unpaired(name: str, folder: Path, methods: dict, scorers: dict, arg
 
 def save(out: np.ndarray, method: str, dataset: str, source: Path, args) -> None:
     if args.save_images:
-        path = args.out_dir / "images" / method / dataset / f"{source.stem}.png"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        ok, data = cv2.imencode(".png", cv2.cvtColor(out, cv2.COLOR_RGB2BGR))
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-        with os.fdopen(fd, "wb") as f:
-            f.write(data.tobytes())
-        os.replace(tmp, path)
+        write_image(out, args.out_dir / "images" / method / dataset / f"{source.stem}.png")
 
 
 def unique_scorer(weights: Path | None, device: torch.device):
@@ -252,8 +236,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="unpaired sets for Table 5 (default: DICM LIME real, those released with Zero-DCE/++)")
     p.add_argument("--methods", nargs="+", default=METHODS, choices=METHODS,
                    help=f"methods to run (default: all: {' '.join(METHODS)}); Input is the unenhanced image")
-    p.add_argument("--weights", type=Path, default=Path("snapshots/Epoch99.pth"),
-                   help="SGZ weights (default: snapshots/Epoch99.pth, the authors' released name)")
+    p.add_argument("--weights", type=Path, default=Path("snapshots/sgz_ours.pth"),
+                   help="SGZ weights: ours, or the authors' Epoch99.pth (default: snapshots/sgz_ours.pth)")
     p.add_argument("--zero_dce_pp_weights", type=Path, default=Path("snapshots/zero_dce_pp_epoch99.pth"),
                    help="Zero-DCE++ released weights (default: snapshots/zero_dce_pp_epoch99.pth)")
     p.add_argument("--zero_dce_weights", type=Path, default=Path("snapshots/zero_dce_epoch99.pth"),

@@ -5,14 +5,14 @@ import torch
 from conftest import SHARED, requires_shared
 
 from baselines import CLASSICAL, ZeroDCENet, _smooth_illumination, gamma_correction, lime, load_zero_dce
-from evaluate import read_rgb
+from test import read_image
 from metrics import count_params
 
 WEIGHTS = SHARED / "weights"
 
 
 def lol_low_crop() -> np.ndarray:
-    return read_rgb(SHARED / "data/test_data/LOL/low/1.png")[100:220, 200:380]
+    return read_image(SHARED / "data/test_data/LOL/low/1.png")[100:220, 200:380]
 
 
 def test_zero_dce_has_the_papers_79416_parameters():

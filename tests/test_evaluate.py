@@ -7,7 +7,8 @@ import pytest
 from conftest import SHARED, requires_shared
 
 import metrics
-from evaluate import main, read_rgb
+from evaluate import main
+from test import read_image
 
 DATA = SHARED / "data/test_data"
 WEIGHTS = SHARED / "weights"
@@ -77,8 +78,8 @@ def test_paired_scores_are_those_of_the_written_outputs(run, small_sets):
     out = run[1]
     table = means(out / "table6_paired.csv")
     for method in ["SGZ", "Zero-DCE", "LIME"]:
-        expected = np.mean([metrics.psnr(metrics.to_uint8(read_rgb(out / "images" / method / "pairs" / n)),
-                                         metrics.to_uint8(read_rgb(small_sets / "pairs/high" / n)))
+        expected = np.mean([metrics.psnr(metrics.to_uint8(read_image(out / "images" / method / "pairs" / n)),
+                                         metrics.to_uint8(read_image(small_sets / "pairs/high" / n)))
                             for n in ["1.png", "111.png"]])
         assert table[method, "pairs", "PSNR"] == pytest.approx(expected, abs=1e-6)
     assert table["SGZ", "pairs", "PSNR"] > table["Input", "pairs", "PSNR"] + 5

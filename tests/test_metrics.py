@@ -12,7 +12,7 @@ from scipy.special import gamma
 
 import metrics
 from baselines import ZeroDCENet
-from evaluate import read_rgb
+from test import read_image
 from model import EnhanceNet
 
 DATA = SHARED / "data/test_data"
@@ -24,7 +24,7 @@ BASICSR_NIQE = {"DICM/01.jpg": 3.3567884, "LIME/1.bmp": 4.0029942, "real/101_0_.
 
 
 def rgb_u8(name: str) -> np.ndarray:
-    return metrics.to_uint8(read_rgb(DATA / name))
+    return metrics.to_uint8(read_image(DATA / name))
 
 
 @requires_shared
