@@ -10,9 +10,7 @@ each and skipped; the run goes on.
 import argparse
 import csv
 import io
-import os
 import sys
-import tempfile
 from collections import defaultdict
 from pathlib import Path
 
@@ -23,18 +21,15 @@ from tqdm import tqdm
 import metrics
 from baselines import CLASSICAL, load_zero_dce
 from model import load_enhance_net
-from test import IMAGE_EXTENSIONS, BadInputError, read_image, write_image
+from test import IMAGE_EXTENSIONS, BadInputError, read_image, write_atomically, write_image
 
 METHODS = ["Input", "SGZ", "Zero-DCE++", "Zero-DCE", *CLASSICAL]
 LOWER_IS_BETTER = {"MSE", "BRISQUE", "NIQE", "Params", "FLOPs (G)", "Time (ms)"}
 
 
 def write_text(path: Path, text: str) -> None:
-    """Write atomically (temporary file, then rename) so a crash never leaves half a table."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w", newline="") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    """Write atomically, so a crash never leaves half a table."""
+    write_atomically(path, lambda f: f.write(text.encode()))
 
 
 def network_method(net: torch.nn.Module, device: torch.device):

@@ -11,12 +11,13 @@ setup error (missing folder or weights) that stops the run before it starts.
 import argparse
 import os
 import sys
-import tempfile
 import time
+import uuid
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import torch
@@ -63,18 +64,25 @@ def to_uint8(image: torch.Tensor) -> np.ndarray:
     return image.mul(255).add_(0.5).clamp_(0, 255).permute(1, 2, 0).to("cpu", torch.uint8).numpy()
 
 
-def write_image(array: np.ndarray, path: Path) -> None:
-    """Write atomically: a temporary file in the same folder, then a rename, so no half-written output remains."""
+def write_atomically(path: Path, write: Callable[[BinaryIO], None]) -> None:
+    """Call `write` on a temporary file beside `path`, then rename it into place: `path` only ever holds an old
+    file or the whole new one. The file gets the usual permissions (0666 less the umask)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    image_format = Image.registered_extensions()[path.suffix.lower()]
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     try:
-        with os.fdopen(fd, "wb") as f:
-            Image.fromarray(array).save(f, format=image_format, **SAVE_OPTIONS.get(image_format, {}))
+        with open(tmp, "xb") as f:
+            write(f)
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
+
+
+def write_image(array: np.ndarray, path: Path) -> None:
+    """Write an HxWx3 uint8 image atomically, in the format its suffix names."""
+    image_format = Image.registered_extensions()[path.suffix.lower()]
+    write_atomically(path, lambda f: Image.fromarray(array).save(f, format=image_format,
+                                                                 **SAVE_OPTIONS.get(image_format, {})))
 
 
 def find_inputs(input_path: Path, extensions: frozenset[str]) -> list[Path]:

@@ -1,4 +1,5 @@
 """test.py: parity with the authors' outputs, sizes kept, and bad input handled file by file."""
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -203,3 +204,11 @@ def test_videos_in_the_folder_are_enhanced_beside_the_images_and_a_fake_one_is_n
     with av.open(str(tmp_path / "out" / "clips" / "night.mp4")) as clip:
         assert clip.streams.video[0].frames == 6 and len(clip.streams.audio) == 1
     assert not (tmp_path / "out" / "clips" / "fake.mp4").exists()
+
+
+def test_outputs_get_the_usual_file_permissions(tmp_path):
+    umask = os.umask(0o022)
+    os.umask(umask)
+    enhance_script.write_image(dark((8, 8)), tmp_path / "out.png")
+    assert (tmp_path / "out.png").stat().st_mode & 0o777 == 0o666 & ~umask
+    assert [p.name for p in tmp_path.iterdir()] == ["out.png"]
