@@ -153,7 +153,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--sizes", default="640x360,1200x900,1920x1080,3840x2160",
                         help="WxH sizes (default: 640x360,1200x900,1920x1080,3840x2160)")
     parser.add_argument("--weight_dir", type=Path, default=Path("snapshots/sgz_ours.pth"),
-                        help="EFE weights; random N(0, 0.02) when the file is missing (default: snapshots/sgz_ours.pth)")
+                        help="EFE weights; random N(0, 0.02) when the file is missing "
+                             "(default: snapshots/sgz_ours.pth)")
     parser.add_argument("--threads", type=int, default=2, help="CPU threads (default: 2)")
     parser.add_argument("--warmup", type=int, default=3, help="untimed runs first (default: 3)")
     parser.add_argument("--repeats", type=int, default=20, help="timed runs; the median is shown (default: 20)")

@@ -98,9 +98,9 @@ class EnhanceNet(nn.Module):
 
         The full-resolution work (upsampling x_r, 8 RIE steps) is memory-bound, so on a CPU it runs in bands
         of rows of one image, small enough to stay in cache, in place, with each step written as
-        x <- x * ((1 - x_r) + x_r * x): two operations instead of four and no new tensors. Bilinear upsampling is separable: x_r is upsampled
-        vertically once at low width, then horizontally band by band as a product with a sparse matrix, which
-        a CPU's matrix kernels run far faster than the interpolation kernel.
+        x <- x * ((1 - x_r) + x_r * x): two operations instead of four and no new tensors. Bilinear upsampling
+        is separable: x_r is upsampled vertically once at low width, then horizontally band by band as a product
+        with an interpolation matrix, which a CPU's matrix kernels run far faster than the bilinear kernel.
         """
         batch, channels, h, w = x.shape
         factor = self.low_resolution_factor(x)

@@ -174,8 +174,8 @@ def same_size_batches(loaded, batch_size: int, skipped: list[str]):
         yield batch
 
 
-def enhance_images(model: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]], plan: dict[Path, Path], device: torch.device, batch_size: int,
-                   num_workers: int) -> tuple[int, list[str], float]:
+def enhance_images(model: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]], plan: dict[Path, Path],
+                   device: torch.device, batch_size: int, num_workers: int) -> tuple[int, list[str], float]:
     """Enhance each image in `plan`: decoding and encoding run in `num_workers` threads beside the model.
 
     Returns (images done, one line per skipped file, seconds spent in the model).
@@ -234,8 +234,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batch_size", type=int, default=8,
                         help="images of the same size, or video frames, enhanced together (default: 8)")
     parser.add_argument("--num_workers", type=int, default=2,
-                        help="threads that decode inputs and encode outputs beside the model; 0 does it all in one thread "
-                             "(default: 2)")
+                        help="threads that decode inputs and encode outputs beside the model; 0 does it all in "
+                             "one thread (default: 2)")
     parser.add_argument("--compile", action="store_true",
                         help="torch.compile the network: faster per image, but compiling takes minutes on a cold "
                              "cache, so it pays only on long runs (default: off)")
