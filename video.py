@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from model import EnhanceNet, recurrent_enhance
+from model import EnhanceNet
 
 VIDEO_EXTENSIONS = frozenset({".mp4", ".mov", ".mkv", ".avi", ".webm"})
 # Output containers. AVI stores no timestamps (so no reordered H.264 frames) and WebM no H.264: both become .mkv.
@@ -75,7 +75,7 @@ class FrameEnhancer:
         if not 0.0 <= temporal_smoothing < 1.0:
             raise ValueError(f"temporal_smoothing must be in [0, 1), not {temporal_smoothing}")
         self.model, self.device, self.alpha = model, torch.device(device), temporal_smoothing
-        self.x_r = None
+        self.factor = None
 
     @torch.inference_mode()
     def __call__(self, frames: np.ndarray) -> np.ndarray:
@@ -88,11 +88,13 @@ class FrameEnhancer:
         return y.mul_(255).round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
 
     def _smoothed(self, x: torch.Tensor) -> torch.Tensor:
-        x_r = self.model.enhancement_factor(x)
-        if self.x_r is not None:
-            x_r.mul_(1 - self.alpha).add_(self.x_r, alpha=self.alpha)
-        self.x_r = x_r
-        return recurrent_enhance(x, x_r)
+        """The EMA runs on the EFE's low-resolution factor: bilinear upsampling is linear, so this equals the EMA
+        of the full-resolution x_r, at a fraction of the memory, and the fused path does the rest."""
+        factor = self.model.low_resolution_factor(x)
+        if self.factor is not None:
+            factor.mul_(1 - self.alpha).add_(self.factor, alpha=self.alpha)
+        self.factor = factor
+        return self.model.fused_forward(x, factor)[0]
 
 
 def _one_line(e: BaseException) -> str:

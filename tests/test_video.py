@@ -10,8 +10,8 @@ from PIL import Image
 import bench_video
 from bench_video import FPS, brightness_flicker, flicker_frames, moving_frames, write_clip
 from conftest import SHARED, requires_shared
-from model import EnhanceNet, load_enhance_net
-from video import VideoError, enhance_video
+from model import EnhanceNet, load_enhance_net, recurrent_enhance
+from video import FrameEnhancer, VideoError, enhance_video
 
 N = 24  # frames per clip: 0.8 s at 30 fps
 
@@ -195,3 +195,15 @@ def test_bench_video_runs_tiny(capsys):
     assert "| 64x48, 0.2 s | 6 |" in out
     assert "peak RSS at 64x48" in out
     assert ("| light, 1.png | " in out) == (SHARED / "weights").is_dir()
+
+
+def test_smoothing_the_low_resolution_factor_equals_smoothing_full_resolution_x_r(model):
+    frames = np.random.default_rng(0).integers(0, 80, (4, 36, 60, 3), dtype=np.uint8)
+    smoothed = FrameEnhancer(model, torch.device("cpu"), temporal_smoothing=0.7)(frames)
+    x = torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 255
+    with torch.no_grad():
+        x_r = model.enhancement_factor(x)
+        for t in range(1, len(x_r)):
+            x_r[t] = 0.7 * x_r[t - 1] + 0.3 * x_r[t]
+        expected = recurrent_enhance(x, x_r).mul(255).round().clamp(0, 255).permute(0, 2, 3, 1).numpy()
+    assert np.abs(smoothed.astype(np.int16) - expected.astype(np.int16)).max() <= 1
