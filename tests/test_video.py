@@ -10,7 +10,7 @@ from PIL import Image
 import bench_video
 from bench_video import FPS, brightness_flicker, flicker_frames, moving_frames, write_clip
 from conftest import SHARED, requires_shared
-from model import EnhanceNet, load_enhance_net, recurrent_enhance
+from model import EnhanceNet, init_weights, load_enhance_net, recurrent_enhance
 from video import FrameEnhancer, VideoError, enhance_video
 
 N = 24  # frames per clip: 0.8 s at 30 fps
@@ -197,8 +197,12 @@ def test_bench_video_runs_tiny(capsys):
     assert ("| light, 1.png | " in out) == (SHARED / "weights").is_dir()
 
 
-def test_smoothing_the_low_resolution_factor_equals_smoothing_full_resolution_x_r(model):
-    frames = np.random.default_rng(0).integers(0, 80, (4, 36, 60, 3), dtype=np.uint8)
+def test_smoothing_the_low_resolution_factor_equals_smoothing_full_resolution_x_r():
+    torch.manual_seed(0)
+    model = EnhanceNet().eval()
+    init_weights(model, std=0.3)
+    ramp = np.linspace(0, 1, 60, dtype=np.float32)[None, :, None] * np.ones((36, 1, 3), np.float32)
+    frames = np.stack([(ramp[:, ::1 - 2 * (t % 2)] * 40 * (t + 1)).astype(np.uint8) for t in range(4)])
     smoothed = FrameEnhancer(model, torch.device("cpu"), temporal_smoothing=0.7)(frames)
     x = torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 255
     with torch.no_grad():
