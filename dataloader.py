@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+from test import IMAGE_EXTENSIONS, find_inputs
 
 
 class DataError(Exception):
@@ -23,7 +23,7 @@ def find_images(root: str | Path) -> list[Path]:
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"{root}: no such folder (give the training images with --lowlight_images_path)")
-    return sorted(p for p in root.rglob("*") if p.suffix.lower() in EXTENSIONS and p.is_file())
+    return find_inputs(root, IMAGE_EXTENSIONS)
 
 
 def readable(path: Path) -> str | None:
@@ -63,7 +63,7 @@ class LowLightDataset(Dataset):
             elif verbose:
                 print(f"skipping {path}: unreadable image ({reason})", file=sys.stderr)
         if not self.paths:
-            raise DataError(f"{root}: no readable images ({', '.join(EXTENSIONS)}) in this folder or below")
+            raise DataError(f"{root}: no readable images ({', '.join(IMAGE_EXTENSIONS)}) in this folder or below")
 
     def __len__(self) -> int:
         return len(self.paths)

@@ -14,7 +14,7 @@ import sys
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import BinaryIO
@@ -27,7 +27,7 @@ from tqdm import tqdm
 from model import load_enhance_net
 from video import VIDEO_EXTENSIONS, VideoError, enhance_video
 
-IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"})
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 SIXTEEN_BIT_MODES = frozenset({"I", "I;16", "I;16B", "I;16L", "I;16N"})
 SAVE_OPTIONS = {"JPEG": {"quality": 95}, "WEBP": {"quality": 95}}
 
@@ -85,7 +85,7 @@ def write_image(array: np.ndarray, path: Path) -> None:
                                                                  **SAVE_OPTIONS.get(image_format, {})))
 
 
-def find_inputs(input_path: Path, extensions: frozenset[str]) -> list[Path]:
+def find_inputs(input_path: Path, extensions: Collection[str]) -> list[Path]:
     """Files under `input_path` (or `input_path` itself) whose suffix is in `extensions`, sorted."""
     if input_path.is_file():
         return [input_path] if input_path.suffix.lower() in extensions else []
