@@ -27,8 +27,9 @@ from tqdm import tqdm
 
 from dataloader import DataError, LowLightDataset
 from loss import LOSS_FORMS, WEIGHTS, SGZLoss
-from model import EnhanceNet, extract_state_dict, init_weights, load_enhance_net
+from model import EnhanceNet, extract_state_dict, init_weights, load_enhance_net, read_checkpoint
 from segmentation import BN_MODES, USS, SegWeightsError
+from test import write_atomically
 
 
 class TrainingDiverged(Exception):
@@ -102,12 +103,6 @@ def seed_worker(worker_id: int) -> None:
     random.seed(seed)
 
 
-def atomic_save(obj, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
 def setup_device(device: str | None) -> tuple[int, int, torch.device]:
     """(rank, world size, device); under torchrun, joins the process group (nccl on CUDA, gloo on CPU)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -153,10 +148,7 @@ def _train(args, rank: int, world: int, device: torch.device) -> list[float]:
     scaler = torch.amp.GradScaler(device.type, enabled=amp)
     pos = {"epoch": 0, "batch": 0, "step": 0}
     if args.resume:
-        resume = Path(args.resume)
-        if not resume.is_file():
-            raise FileNotFoundError(f"{resume}: no such checkpoint to resume from")
-        ckpt = torch.load(resume, map_location="cpu", weights_only=True)
+        ckpt = read_checkpoint(args.resume)
         model.load_state_dict(extract_state_dict(ckpt))
         optimizer.load_state_dict(ckpt["optimizer"])
         scaler.load_state_dict(ckpt["scaler"])
@@ -168,9 +160,7 @@ def _train(args, rank: int, world: int, device: torch.device) -> list[float]:
     if lead:
         folder.mkdir(parents=True, exist_ok=True)
         resolved = dict(vars(args), sem_weight=sem_weight, device=str(device), world_size=world)
-        tmp = folder / "args.json.tmp"
-        tmp.write_text(json.dumps(resolved, indent=2))
-        os.replace(tmp, folder / "args.json")
+        write_atomically(folder / "args.json", lambda f: f.write(json.dumps(resolved, indent=2).encode()))
         writer = SummaryWriter(folder / "tensorboard")
     preview = torch.stack([dataset[i] for i in range(min(4, len(dataset)))]).to(device)
 
@@ -179,8 +169,8 @@ def _train(args, rank: int, world: int, device: torch.device) -> list[float]:
         if lead:
             ckpt = dict(pos, model=model.state_dict(), optimizer=optimizer.state_dict(), scaler=scaler.state_dict(),
                         args=vars(args), rng=rng_state())
-            atomic_save(ckpt, folder / "last.pth")
-            atomic_save(model.state_dict(), folder / f"Epoch{epoch}.pth")
+            write_atomically(folder / "last.pth", lambda f: torch.save(ckpt, f))
+            write_atomically(folder / f"Epoch{epoch}.pth", lambda f: torch.save(model.state_dict(), f))
 
     stop = []
     previous_handler = signal.signal(signal.SIGINT, lambda *_: stop.append(True)) if lead else None
