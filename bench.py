@@ -7,7 +7,6 @@ Each row is the median of --repeats timed runs after --warmup untimed ones, on t
 """
 import argparse
 import ctypes
-import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -18,6 +17,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 import test as enhance_script
+from metrics import median_seconds
 from model import EnhanceNet, init_weights, load_enhance_net
 
 NUM_ITERATIONS = 8
@@ -31,21 +31,6 @@ def reference_forward(net: EnhanceNet, x: torch.Tensor) -> torch.Tensor:
     for _ in range(NUM_ITERATIONS):
         x = x + x_r * (torch.pow(x, 2) - x)
     return x
-
-
-def median_ms(fn, warmup: int, repeats: int, device: torch.device) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1e3
 
 
 def peak_memory_mb(fn, device: torch.device) -> float | None:
@@ -77,7 +62,7 @@ def peak_memory_mb(fn, device: torch.device) -> float | None:
 def bandwidth_floor_row(size: tuple[int, int], device: torch.device) -> list[str]:
     """The fewest bytes an fp16 image must move (read once, write once) over a measured device copy rate."""
     buffer = torch.empty(2**28, dtype=torch.uint8, device=device)
-    seconds = median_ms(lambda: buffer.clone(), 3, 10, device) / 1e3
+    seconds = median_seconds(lambda: buffer.clone(), 3, 10, device)
     bytes_per_second = 2 * buffer.numel() / seconds
     width, height = size
     ms = 2 * 3 * width * height * 2 / bytes_per_second * 1e3
@@ -111,7 +96,7 @@ def model_rows(net: EnhanceNet, size: tuple[int, int], device: torch.device, arg
     reference = reference_forward(net, x)
     rows, reference_ms = [], None
     for name, fn in paths.items():
-        ms = median_ms(fn, args.warmup, args.repeats, device)
+        ms = median_seconds(fn, args.warmup, args.repeats, device) * 1e3
         images = args.cuda_batch if "batch" in name else 1
         ms /= images
         reference_ms = reference_ms or ms

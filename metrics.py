@@ -198,18 +198,23 @@ def count_flops(model: torch.nn.Module, height: int = 900, width: int = 1200) ->
     return counter.get_total_flops()
 
 
-def time_per_image(fn, height: int = 900, width: int = 1200, warmup: int = 3, repeats: int = 20,
-                   device: str | torch.device = "cpu") -> float:
-    """Median wall-clock seconds of fn(1x3xHxW) over `repeats` runs after `warmup` runs, synchronising CUDA."""
-    x = torch.rand(1, 3, height, width, device=device)
+def median_seconds(fn, warmup: int = 3, repeats: int = 20, device: str | torch.device = "cpu") -> float:
+    """Median wall-clock seconds of fn() over `repeats` runs after `warmup` untimed runs, synchronising CUDA."""
     sync = torch.cuda.synchronize if torch.device(device).type == "cuda" else (lambda: None)
     times = []
-    with torch.no_grad():
-        for i in range(warmup + repeats):
-            sync()
-            start = time.perf_counter()
-            fn(x)
-            sync()
-            if i >= warmup:
-                times.append(time.perf_counter() - start)
+    for i in range(warmup + repeats):
+        sync()
+        start = time.perf_counter()
+        fn()
+        sync()
+        if i >= warmup:
+            times.append(time.perf_counter() - start)
     return statistics.median(times)
+
+
+def time_per_image(fn, height: int = 900, width: int = 1200, warmup: int = 3, repeats: int = 20,
+                   device: str | torch.device = "cpu") -> float:
+    """Median wall-clock seconds of fn(1x3xHxW), as `median_seconds` times it."""
+    x = torch.rand(1, 3, height, width, device=device)
+    with torch.no_grad():
+        return median_seconds(lambda: fn(x), warmup, repeats, device)
