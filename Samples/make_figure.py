@@ -19,6 +19,7 @@ sys.path.insert(0, str(ROOT))
 
 from baselines import CLASSICAL, load_zero_dce  # noqa: E402
 from evaluate import network_method  # noqa: E402
+from metrics import to_uint8  # noqa: E402
 from model import load_enhance_net  # noqa: E402
 from test import IMAGE_EXTENSIONS, read_image, write_image  # noqa: E402
 
@@ -29,22 +30,21 @@ def build_methods(args: argparse.Namespace) -> dict:
     """Label -> HxWx3 float enhancer, for every method whose weights were given and load."""
     device = torch.device("cpu")
     methods = {"Input": lambda img: img}
-    networks = {"SGZ (ours)": lambda p: load_enhance_net(p), "SGZ (authors)": lambda p: load_enhance_net(p),
-                "Zero-DCE++": lambda p: load_enhance_net(p), "Zero-DCE": lambda p: load_zero_dce(p)}
     paths = {"SGZ (ours)": args.weights, "SGZ (authors)": args.authors_weights,
              "Zero-DCE++": args.zero_dce_pp_weights, "Zero-DCE": args.zero_dce_weights}
-    for label, load in networks.items():
-        if paths[label] is None:
+    for label, path in paths.items():
+        if path is None:
             continue
+        load = load_zero_dce if label == "Zero-DCE" else load_enhance_net
         try:
-            methods[label] = network_method(load(paths[label]), device)
+            methods[label] = network_method(load(path), device)
         except (FileNotFoundError, ValueError) as e:
             print(f"{label} left out: {e}", file=sys.stderr)
     return methods | CLASSICAL
 
 
 def labelled_tile(image: np.ndarray, label: str, width: int) -> Image.Image:
-    tile = Image.fromarray((np.clip(image, 0, 1) * 255 + 0.5).astype(np.uint8))
+    tile = Image.fromarray(to_uint8(image))
     tile = tile.resize((width, round(tile.height * width / tile.width)), Image.Resampling.LANCZOS)
     canvas = Image.new("RGB", (width, tile.height + LABEL_HEIGHT), "white")
     canvas.paste(tile, (0, LABEL_HEIGHT))
