@@ -10,6 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+import rie_cpu
+
 NUM_FEATURES = 32
 NUM_ITERATIONS = 8
 # Elements per band in fused_forward on CPU: 256 KB of float32, measured fastest on a 2-core Xeon.
@@ -93,20 +95,29 @@ class EnhanceNet(nn.Module):
         x_r = self.enhancement_factor(x)
         return recurrent_enhance(x, x_r), x_r
 
-    def fused_forward(self, x: torch.Tensor, factor: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """The same math as `forward` for inference, without autograd, several times faster on a CPU.
+    def fused_forward(self, x: torch.Tensor, factor: torch.Tensor | None = None,
+                      c_kernel: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+        """The same math as `forward` for inference, without autograd, several times faster.
 
         `factor` is the EFE's low-resolution output to use instead of computing it from x (video.py passes
         one smoothed across frames).
 
-        The full-resolution work (upsampling x_r, 8 RIE steps) is memory-bound, so on a CPU it runs in bands
-        of rows of one image, small enough to stay in cache, in place, with each step written as
-        x <- x * ((1 - x_r) + x_r * x): two operations instead of four and no new tensors. Bilinear upsampling
-        is separable: x_r is upsampled vertically once at low width, then horizontally band by band as a product
-        with an interpolation matrix, which a CPU's matrix kernels run far faster than the bilinear kernel.
+        The full-resolution work (upsampling x_r, 8 RIE steps) is memory-bound. On a CPU, for float32, it runs in
+        rie_cpu.c, one pass over memory with the recurrence in registers. Elsewhere, or with `c_kernel=False`, or
+        without a C compiler, it runs in PyTorch: on a CPU in bands of rows of one image, small enough to stay in
+        cache, in place, with each step written as x <- x * ((1 - x_r) + x_r * x): two operations instead of four
+        and no new tensors. Bilinear upsampling is separable: x_r is upsampled vertically once at low width, then
+        horizontally band by band as a product with an interpolation matrix, which a CPU's matrix kernels run far
+        faster than the bilinear kernel.
         """
-        batch, channels, h, w = x.shape
         factor = self.low_resolution_factor(x) if factor is None else factor
+        if c_kernel and x.device.type == "cpu" and x.dtype == factor.dtype == torch.float32:
+            kernel = rie_cpu.library(NUM_ITERATIONS)
+            if kernel is not None:
+                rows = linear_interpolation_weights(factor.shape[-2], x.shape[-2])
+                columns = linear_interpolation_weights(factor.shape[-1], x.shape[-1])
+                return rie_cpu.enhance(kernel, x, factor, rows, columns, torch.get_num_threads())
+        batch, channels, h, w = x.shape
         widen = None
         if self.scale_factor != 1:
             factor = F.interpolate(factor, size=(h, factor.shape[-1]), mode="bilinear", align_corners=True)
@@ -127,21 +138,26 @@ class EnhanceNet(nn.Module):
         return enhanced, x_r
 
 
-def linear_interpolation_matrix(n_in: int, n_out: int, device: torch.device) -> torch.Tensor:
-    """The n_in x n_out matrix M with v @ M = 1-D linear interpolation of v, align_corners=True.
-
-    Source positions and weights are computed in float32 as PyTorch's own bilinear kernel computes them, so the
-    product matches F.interpolate to float rounding.
+def linear_interpolation_weights(n_in: int, n_out: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """1-D linear interpolation from n_in to n_out points, align_corners=True: each output's two source indices
+    (int32) and the weight of the second (float32), computed as PyTorch's own bilinear kernel computes them.
     """
     scale = torch.tensor(n_in - 1, dtype=torch.float32) / max(n_out - 1, 1)
     source = torch.arange(n_out, dtype=torch.float32) * scale
-    left = source.floor().long().clamp(max=n_in - 1)
-    right = (left + 1).clamp(max=n_in - 1)
-    weight = (source - left).clamp(0, 1)
+    first = source.floor().int().clamp(max=n_in - 1)
+    second = (first + 1).clamp(max=n_in - 1)
+    return first, second, (source - first).clamp(0, 1)
+
+
+def linear_interpolation_matrix(n_in: int, n_out: int, device: torch.device) -> torch.Tensor:
+    """The n_in x n_out matrix M with v @ M = 1-D linear interpolation of v, align_corners=True; the product
+    matches F.interpolate to float rounding.
+    """
+    first, second, weight = linear_interpolation_weights(n_in, n_out)
     columns = torch.arange(n_out)
     matrix = torch.zeros(n_in, n_out)
-    matrix.index_put_((left, columns), 1 - weight, accumulate=True)
-    matrix.index_put_((right, columns), weight, accumulate=True)
+    matrix.index_put_((first.long(), columns), 1 - weight, accumulate=True)
+    matrix.index_put_((second.long(), columns), weight, accumulate=True)
     return matrix.to(device)
 
 
