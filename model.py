@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-import rie_cpu
+import cpu_kernel
 
 NUM_FEATURES = 32
 NUM_ITERATIONS = 8
@@ -66,12 +66,17 @@ class EnhanceNet(nn.Module):
         self.e_conv6 = make_conv(conv_type, n * 2, n)
         self.e_conv7 = make_conv(conv_type, n * 2, 3)
 
+    def downscale(self, x: torch.Tensor) -> torch.Tensor:
+        """x bilinearly downscaled by `scale_factor` (at least 1x1), the EFE's input."""
+        if self.scale_factor == 1:
+            return x
+        h, w = x.shape[-2:]
+        small = (max(1, h // self.scale_factor), max(1, w // self.scale_factor))
+        return F.interpolate(x, size=small, mode="bilinear", align_corners=False)
+
     def low_resolution_factor(self, x: torch.Tensor) -> torch.Tensor:
         """EFE (paper §3.1) on x downscaled by `scale_factor`: x_r in [-1, 1], with symmetric skip concatenations."""
-        if self.scale_factor != 1:
-            h, w = x.shape[-2:]
-            small = (max(1, h // self.scale_factor), max(1, w // self.scale_factor))
-            x = F.interpolate(x, size=small, mode="bilinear", align_corners=False)
+        x = self.downscale(x)
         x1 = F.relu(self.e_conv1(x))
         x2 = F.relu(self.e_conv2(x1))
         x3 = F.relu(self.e_conv3(x2))
@@ -102,21 +107,24 @@ class EnhanceNet(nn.Module):
         `factor` is the EFE's low-resolution output to use instead of computing it from x (video.py passes
         one smoothed across frames).
 
-        The full-resolution work (upsampling x_r, 8 RIE steps) is memory-bound. On a CPU, for float32, it runs in
-        rie_cpu.c, one pass over memory with the recurrence in registers. Elsewhere, or with `c_kernel=False`, or
-        without a C compiler, it runs in PyTorch: on a CPU in bands of rows of one image, small enough to stay in
-        cache, in place, with each step written as x <- x * ((1 - x_r) + x_r * x): two operations instead of four
-        and no new tensors. Bilinear upsampling is separable: x_r is upsampled vertically once at low width, then
-        horizontally band by band as a product with an interpolation matrix, which a CPU's matrix kernels run far
-        faster than the bilinear kernel.
+        On a CPU, for float32, it runs as C (cpu_kernel.c): the EFE with no per-operator overhead, then x_r's
+        upsampling and the 8 RIE steps in one pass over memory with the recurrence in registers. Elsewhere, or with
+        `c_kernel=False`, or without a C compiler, it runs in PyTorch: on a CPU in bands of rows of one image, small
+        enough to stay in cache, in place, with each step written as x <- x * ((1 - x_r) + x_r * x): two operations
+        instead of four and no new tensors. Bilinear upsampling is separable: x_r is upsampled vertically once at
+        low width, then horizontally band by band as a product with an interpolation matrix, which a CPU's matrix
+        kernels run far faster than the bilinear kernel.
         """
+        kernel = self.compiled_cpu_kernel(x) if c_kernel else None
+        if kernel is not None:
+            if factor is None:
+                parameters = list(self.parameters())
+                factor = (cpu_kernel.efe(kernel, parameters, self.downscale(x), torch.get_num_threads())
+                          if self.conv_type == "dsc" else self.low_resolution_factor(x))
+            rows = linear_interpolation_weights(factor.shape[-2], x.shape[-2])
+            columns = linear_interpolation_weights(factor.shape[-1], x.shape[-1])
+            return cpu_kernel.enhance(kernel, x, factor.float(), rows, columns, torch.get_num_threads())
         factor = self.low_resolution_factor(x) if factor is None else factor
-        if c_kernel and x.device.type == "cpu" and x.dtype == factor.dtype == torch.float32:
-            kernel = rie_cpu.library(NUM_ITERATIONS)
-            if kernel is not None:
-                rows = linear_interpolation_weights(factor.shape[-2], x.shape[-2])
-                columns = linear_interpolation_weights(factor.shape[-1], x.shape[-1])
-                return rie_cpu.enhance(kernel, x, factor, rows, columns, torch.get_num_threads())
         batch, channels, h, w = x.shape
         widen = None
         if self.scale_factor != 1:
@@ -136,6 +144,13 @@ class EnhanceNet(nn.Module):
                 torch.addcmul(one_minus_r, r, y, out=step)
                 y.mul_(step)
         return enhanced, x_r
+
+
+    def compiled_cpu_kernel(self, x: torch.Tensor):
+        """cpu_kernel.c's compiled library when it can run this model on x (float32, on a CPU), else None."""
+        on_cpu = x.device.type == "cpu" and all(p.device.type == "cpu" for p in self.parameters())
+        float32 = x.dtype == torch.float32 and all(p.dtype == torch.float32 for p in self.parameters())
+        return cpu_kernel.library(NUM_ITERATIONS) if on_cpu and float32 else None
 
 
 def linear_interpolation_weights(n_in: int, n_out: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
