@@ -21,8 +21,6 @@ from metrics import median_seconds
 from model import EnhanceNet, init_weights, load_enhance_net
 
 NUM_ITERATIONS = 8
-M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
-GLIBC_MAX_MMAP_THRESHOLD = 32 * 2**20  # where glibc's own threshold settles on 64-bit Linux after large frees
 
 
 def reference_forward(net: EnhanceNet, x: torch.Tensor) -> torch.Tensor:
@@ -46,7 +44,7 @@ def peak_memory_mb(fn, device: torch.device) -> float | None:
         libc = ctypes.CDLL("libc.so.6")
     except OSError:
         return None
-    libc.mallopt(M_MMAP_THRESHOLD, 64 * 1024)  # each tensor gets fresh pages and returns them when freed
+    libc.mallopt(enhance_script.M_MMAP_THRESHOLD, 64 * 1024)  # each tensor gets fresh pages and returns them when freed
     libc.malloc_trim(0)  # and no freed heap memory is left to reuse unseen: VmHWM sees this call alone
     try:
         Path("/proc/self/clear_refs").write_text("5")
@@ -56,7 +54,7 @@ def peak_memory_mb(fn, device: torch.device) -> float | None:
     except OSError:
         return None
     finally:
-        libc.mallopt(M_MMAP_THRESHOLD, GLIBC_MAX_MMAP_THRESHOLD)
+        enhance_script.keep_freed_memory()
 
 
 def bandwidth_floor_row(size: tuple[int, int], device: torch.device) -> list[str]:
@@ -152,6 +150,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
+    enhance_script.keep_freed_memory()  # as test.py does, for every row alike
     if args.weight_dir.is_file():
         net, weights = load_enhance_net(args.weight_dir), args.weight_dir
     else:

@@ -36,82 +36,92 @@
 #define PIXEL_BLOCK 64
 #define OUTPUT_BLOCK 4
 
-/* 3x3 depthwise conv with zero padding (the first half of the authors' CSDN_Tem), one row per loop step. */
+/* 3x3 depthwise conv with zero padding (the first half of the authors' CSDN_Tem), one output row per loop step:
+   all nine taps in one pass, the rows above and below given zero weight at the image's top and bottom edges. */
 INLINE void depthwise(const float *restrict in, int channels, int height, int width, const float *restrict weight,
                       const float *restrict bias, float *restrict out)
 {
 #pragma omp for schedule(static)
     for (long row = 0; row < (long)channels * height; row++) {
         int c = row / height, y = row % height;
+        const float *k = weight + c * 9;
+        const float *above = in + (y > 0 ? row - 1 : row) * width, *middle = in + row * width;
+        const float *below = in + (y < height - 1 ? row + 1 : row) * width;
+        float a0 = y > 0 ? k[0] : 0.0f, a1 = y > 0 ? k[1] : 0.0f, a2 = y > 0 ? k[2] : 0.0f;
+        float m0 = k[3], m1 = k[4], m2 = k[5];
+        float b0 = y < height - 1 ? k[6] : 0.0f, b1 = y < height - 1 ? k[7] : 0.0f, b2 = y < height - 1 ? k[8] : 0.0f;
         float *target = out + row * width;
-        for (int x = 0; x < width; x++)
-            target[x] = bias[c];
-        for (int dy = -1; dy <= 1; dy++) {
-            if (y + dy < 0 || y + dy >= height)
-                continue;
-            const float *source = in + (row + dy) * width, *k = weight + c * 9 + (dy + 1) * 3;
-            if (width == 1) {
-                target[0] += k[1] * source[0];
-                continue;
-            }
-            target[0] += k[1] * source[0] + k[2] * source[1];
-            for (int x = 1; x < width - 1; x++)
-                target[x] += k[0] * source[x - 1] + k[1] * source[x] + k[2] * source[x + 1];
-            target[width - 1] += k[0] * source[width - 2] + k[1] * source[width - 1];
+        if (width == 1) {
+            target[0] = bias[c] + a1 * above[0] + m1 * middle[0] + b1 * below[0];
+            continue;
         }
+        target[0] = bias[c] + a1 * above[0] + a2 * above[1] + m1 * middle[0] + m2 * middle[1]
+                    + b1 * below[0] + b2 * below[1];
+        for (int x = 1; x < width - 1; x++)
+            target[x] = bias[c] + a0 * above[x - 1] + a1 * above[x] + a2 * above[x + 1]
+                        + m0 * middle[x - 1] + m1 * middle[x] + m2 * middle[x + 1]
+                        + b0 * below[x - 1] + b1 * below[x] + b2 * below[x + 1];
+        target[width - 1] = bias[c] + a0 * above[width - 2] + a1 * above[width - 1] + m0 * middle[width - 2]
+                            + m1 * middle[width - 1] + b0 * below[width - 2] + b1 * below[width - 1];
     }
 }
 
-/* OUTPUT_BLOCK output channels x PIXEL_BLOCK pixels of a 1x1 conv + ReLU, accumulated in registers. */
+/* tanh(v) = sign(v) (1 - e) / (1 + e) with e = exp(-2|v|) = 2^k exp(r), |r| <= ln(2) / 2, and exp(r) by its
+   degree-7 Taylor polynomial: absolute error below 1e-7 over all floats (libm's tanhf: 6e-8). Unlike libm's tanhf, which
+   took longer than the rest of the last layer, a loop of these vectorizes. */
+INLINE float tanh_of(float v)
+{
+    const float log2_e = 1.44269504f, ln2_high = 0.693145752f, ln2_low = 1.42860677e-6f;
+    float t = -2.0f * fabsf(v);
+    t = t < -87.0f ? -87.0f : t; /* e stays a normal float; NaN passes through */
+    float k = floorf(t * log2_e + 0.5f);
+    float r = t - k * ln2_high - k * ln2_low;
+    float p = 1.0f + r * (1.0f + r * (1.0f / 2 + r * (1.0f / 6 + r * (1.0f / 24 + r * (1.0f / 120
+              + r * (1.0f / 720 + r * (1.0f / 5040)))))));
+    union { float f; int i; } scale = {.i = ((int)k + 127) << 23};
+    float e = p * scale.f;
+    return copysignf((1.0f - e) / (1.0f + e), v);
+}
+
+/* `outputs` (at most OUTPUT_BLOCK) output channels x PIXEL_BLOCK pixels of a 1x1 conv, accumulated in registers,
+   then ReLU, or tanh for the last layer; the first n pixels are stored. */
 INLINE void pointwise_tile(const float *restrict in, int in_channels, long pixels, const float *restrict weight,
-                           const float *restrict bias, float *restrict out)
+                           const float *restrict bias, int outputs, int last, int n, float *restrict out)
 {
     float sum[OUTPUT_BLOCK][PIXEL_BLOCK];
-    for (int o = 0; o < OUTPUT_BLOCK; o++)
+    for (int o = 0; o < outputs; o++)
         for (int p = 0; p < PIXEL_BLOCK; p++)
             sum[o][p] = bias[o];
     for (int i = 0; i < in_channels; i++)
-        for (int o = 0; o < OUTPUT_BLOCK; o++)
+        for (int o = 0; o < outputs; o++)
             for (int p = 0; p < PIXEL_BLOCK; p++)
                 sum[o][p] += weight[o * in_channels + i] * in[i * pixels + p];
-    for (int o = 0; o < OUTPUT_BLOCK; o++)
-        for (int p = 0; p < PIXEL_BLOCK; p++)
-            out[o * pixels + p] = sum[o][p] > 0.0f ? sum[o][p] : 0.0f;
+    for (int o = 0; o < outputs; o++)
+        for (int p = 0; p < n; p++)
+            out[o * pixels + p] = last ? tanh_of(sum[o][p]) : sum[o][p] > 0.0f ? sum[o][p] : 0.0f;
 }
 
-/* 1x1 conv (the second half of CSDN_Tem), then ReLU, or tanh for the last layer. */
+/* 1x1 conv (the second half of CSDN_Tem) to FEATURES channels and ReLU, or for the last layer to the 3 channels
+   of x_r and tanh. Reads up to PIXEL_BLOCK floats past the end of `in`, which the caller's buffer has room for. */
 INLINE void pointwise(const float *restrict in, int in_channels, long pixels, const float *restrict weight,
-                      const float *restrict bias, int out_channels, int last, float *restrict out)
+                      const float *restrict bias, int last, float *restrict out)
 {
-    long tiled = out_channels % OUTPUT_BLOCK || last ? 0 : pixels / PIXEL_BLOCK * PIXEL_BLOCK;
-    int output_blocks = out_channels / OUTPUT_BLOCK;
-#pragma omp for schedule(static) nowait
-    for (long tile = 0; tile < tiled / PIXEL_BLOCK * output_blocks; tile++) {
-        long start = tile / output_blocks * PIXEL_BLOCK;
-        int o = tile % output_blocks * OUTPUT_BLOCK;
-        pointwise_tile(in + start, in_channels, pixels, weight + o * in_channels, bias + o,
-                       out + o * pixels + start);
-    }
+    int output_blocks = last ? 1 : FEATURES / OUTPUT_BLOCK;
 #pragma omp for schedule(static)
-    for (long start = tiled; start < pixels; start += PIXEL_BLOCK) {
-        int n = pixels - start < PIXEL_BLOCK ? pixels - start : PIXEL_BLOCK;
-        for (int o = 0; o < out_channels; o++) {
-            float sum[PIXEL_BLOCK];
-            for (int p = 0; p < n; p++)
-                sum[p] = bias[o];
-            for (int i = 0; i < in_channels; i++)
-                for (int p = 0; p < n; p++)
-                    sum[p] += weight[o * in_channels + i] * in[i * pixels + start + p];
-            float *target = out + o * pixels + start;
-            for (int p = 0; p < n; p++)
-                target[p] = last ? tanhf(sum[p]) : sum[p] > 0.0f ? sum[p] : 0.0f;
-        }
+    for (long tile = 0; tile < (pixels + PIXEL_BLOCK - 1) / PIXEL_BLOCK * output_blocks; tile++) {
+        long start = tile / output_blocks * PIXEL_BLOCK;
+        int o = tile % output_blocks * OUTPUT_BLOCK, n = pixels - start < PIXEL_BLOCK ? pixels - start : PIXEL_BLOCK;
+        if (last)
+            pointwise_tile(in + start, in_channels, pixels, weight, bias, 3, 1, n, out + start);
+        else
+            pointwise_tile(in + start, in_channels, pixels, weight + o * in_channels, bias + o, OUTPUT_BLOCK, 0, n,
+                           out + o * pixels + start);
     }
 }
 
 /* The EFE on `batch` 3 x height x width images. `parameters`: for each of the 7 blocks, its depthwise weight
    and bias, then its pointwise weight and bias (EnhanceNet.parameters() order). `scratch`: 8 * FEATURES floats
-   per pixel. */
+   per pixel and PIXEL_BLOCK more. */
 MULTIVERSION
 void efe(const float *image, float *factor, int batch, int height, int width, const float *const *parameters,
          float *scratch, int threads)
@@ -130,8 +140,8 @@ void efe(const float *image, float *factor, int batch, int height, int width, co
             for (int layer = 0; layer < 7; layer++) {
                 const float *const *p = parameters + 4 * layer;
                 depthwise(inputs[layer], in_channels[layer], height, width, p[0], p[1], depthwise_out);
-                pointwise(depthwise_out, in_channels[layer], pixels, p[2], p[3], layer == 6 ? 3 : FEATURES,
-                          layer == 6, layer == 6 ? factor + n * 3 * pixels : outputs[layer]);
+                pointwise(depthwise_out, in_channels[layer], pixels, p[2], p[3], layer == 6,
+                          layer == 6 ? factor + n * 3 * pixels : outputs[layer]);
             }
         }
         FLUSH_SUBNORMALS_END

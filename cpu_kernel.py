@@ -25,7 +25,7 @@ OPENMP_CHOICES = [["-fopenmp"], []]
 POINTER, INT = ctypes.c_void_p, ctypes.c_int
 EFE_ARGUMENTS = [POINTER, POINTER, INT, INT, INT, POINTER, POINTER, INT]
 ENHANCE_ARGUMENTS = [POINTER] * 5 + [INT] * 6 + [POINTER] * 6 + [INT]
-SCRATCH_CHANNELS = 8 * 32  # cpu_kernel.c's efe(): three skip buffers and one depthwise output, 64 channels each
+SCRATCH_CHANNELS, SCRATCH_PADDING = 8 * 32, 64  # cpu_kernel.c's efe(): 4 buffers of 64 channels, PIXEL_BLOCK
 
 
 def cache_dir() -> Path:
@@ -76,7 +76,7 @@ def efe(kernel: ctypes.CDLL, parameters: list[torch.Tensor], image: torch.Tensor
     image = image.contiguous()
     batch, _, height, width = image.shape
     factor = image.new_empty(batch, 3, height, width)
-    scratch = image.new_empty(SCRATCH_CHANNELS * height * width)
+    scratch = image.new_empty(SCRATCH_CHANNELS * height * width + SCRATCH_PADDING)
     pointers = (ctypes.c_void_p * len(parameters))(*[p.data_ptr() for p in parameters])
     kernel.efe(image.data_ptr(), factor.data_ptr(), batch, height, width, pointers, scratch.data_ptr(), threads)
     return factor

@@ -98,13 +98,14 @@ def test_missing_and_non_checkpoint_files_raise(tmp_path):
         load_enhance_net(tmp_path / "junk.pth")
 
 
+@pytest.mark.parametrize("c_kernel", [True, False], ids=["C", "PyTorch"])
 @pytest.mark.parametrize("shape, scale_factor", [((1, 3, 900, 1200), 12), ((2, 3, 397, 601), 12),
                                                  ((3, 3, 5, 7), 12), ((2, 3, 64, 48), 1)])
-def test_fused_inference_path_equals_the_plain_math(shape, scale_factor):
+def test_fused_inference_path_equals_the_plain_math(shape, scale_factor, c_kernel):
     net = random_net(scale_factor)
     x = torch.rand(shape) * 0.5
     with torch.no_grad():
-        fused, fused_x_r = net(x)
+        fused, fused_x_r = net.fused_forward(x, c_kernel=c_kernel)
     with torch.enable_grad():
         x_r = net.enhancement_factor(x)
         plain = recurrent_enhance(x, x_r)
