@@ -10,6 +10,7 @@
    Tensors are float32, contiguous, N x C x H x W. Work is shared among `threads` OpenMP threads (one thread when
    built without OpenMP); in a process that has loaded PyTorch they are PyTorch's own OpenMP threads. */
 #include <math.h>
+#include <stdlib.h>
 
 /* One build runs well on any x86-64 machine: the loader picks the widest vector code the CPU has. */
 #if defined(__x86_64__) && defined(__linux__)
@@ -36,34 +37,27 @@
 #define PIXEL_BLOCK 64
 #define OUTPUT_BLOCK 4
 
-/* 3x3 depthwise conv with zero padding (the first half of the authors' CSDN_Tem), one output row per loop step:
-   all nine taps in one pass, the rows above and below given zero weight at the image's top and bottom edges. */
-INLINE void depthwise(const float *restrict in, int channels, int height, int width, const float *restrict weight,
-                      const float *restrict bias, float *restrict out)
+/* One row of a 3x3 depthwise conv with zero padding (the first half of the authors' CSDN_Tem): row y of one
+   channel's plane, all nine taps in one pass, the rows outside the image given zero weight. */
+INLINE void depthwise_row(const float *restrict plane, int height, int width, int y, const float *restrict k,
+                          float bias, float *restrict out)
 {
-#pragma omp for schedule(static)
-    for (long row = 0; row < (long)channels * height; row++) {
-        int c = row / height, y = row % height;
-        const float *k = weight + c * 9;
-        const float *above = in + (y > 0 ? row - 1 : row) * width, *middle = in + row * width;
-        const float *below = in + (y < height - 1 ? row + 1 : row) * width;
-        float a0 = y > 0 ? k[0] : 0.0f, a1 = y > 0 ? k[1] : 0.0f, a2 = y > 0 ? k[2] : 0.0f;
-        float m0 = k[3], m1 = k[4], m2 = k[5];
-        float b0 = y < height - 1 ? k[6] : 0.0f, b1 = y < height - 1 ? k[7] : 0.0f, b2 = y < height - 1 ? k[8] : 0.0f;
-        float *target = out + row * width;
-        if (width == 1) {
-            target[0] = bias[c] + a1 * above[0] + m1 * middle[0] + b1 * below[0];
-            continue;
-        }
-        target[0] = bias[c] + a1 * above[0] + a2 * above[1] + m1 * middle[0] + m2 * middle[1]
-                    + b1 * below[0] + b2 * below[1];
-        for (int x = 1; x < width - 1; x++)
-            target[x] = bias[c] + a0 * above[x - 1] + a1 * above[x] + a2 * above[x + 1]
-                        + m0 * middle[x - 1] + m1 * middle[x] + m2 * middle[x + 1]
-                        + b0 * below[x - 1] + b1 * below[x] + b2 * below[x + 1];
-        target[width - 1] = bias[c] + a0 * above[width - 2] + a1 * above[width - 1] + m0 * middle[width - 2]
-                            + m1 * middle[width - 1] + b0 * below[width - 2] + b1 * below[width - 1];
+    const float *middle = plane + (long)y * width;
+    const float *above = y > 0 ? middle - width : middle, *below = y < height - 1 ? middle + width : middle;
+    float a0 = y > 0 ? k[0] : 0.0f, a1 = y > 0 ? k[1] : 0.0f, a2 = y > 0 ? k[2] : 0.0f;
+    float b0 = y < height - 1 ? k[6] : 0.0f, b1 = y < height - 1 ? k[7] : 0.0f, b2 = y < height - 1 ? k[8] : 0.0f;
+    if (width == 1) {
+        out[0] = bias + a1 * above[0] + k[4] * middle[0] + b1 * below[0];
+        return;
     }
+    out[0] = bias + a1 * above[0] + a2 * above[1] + k[4] * middle[0] + k[5] * middle[1] + b1 * below[0]
+             + b2 * below[1];
+    for (int x = 1; x < width - 1; x++)
+        out[x] = bias + a0 * above[x - 1] + a1 * above[x] + a2 * above[x + 1]
+                 + k[3] * middle[x - 1] + k[4] * middle[x] + k[5] * middle[x + 1]
+                 + b0 * below[x - 1] + b1 * below[x] + b2 * below[x + 1];
+    out[width - 1] = bias + a0 * above[width - 2] + a1 * above[width - 1] + k[3] * middle[width - 2]
+                     + k[4] * middle[width - 1] + b0 * below[width - 2] + b1 * below[width - 1];
 }
 
 /* tanh(v) = sign(v) (1 - e) / (1 + e) with e = exp(-2|v|) = 2^k exp(r), |r| <= ln(2) / 2, and exp(r) by its
@@ -83,10 +77,12 @@ INLINE float tanh_of(float v)
     return copysignf((1.0f - e) / (1.0f + e), v);
 }
 
-/* `outputs` (at most OUTPUT_BLOCK) output channels x PIXEL_BLOCK pixels of a 1x1 conv, accumulated in registers,
-   then ReLU, or tanh for the last layer; the first n pixels are stored. */
-INLINE void pointwise_tile(const float *restrict in, int in_channels, long pixels, const float *restrict weight,
-                           const float *restrict bias, int outputs, int last, int n, float *restrict out)
+/* `outputs` (at most OUTPUT_BLOCK) output channels x PIXEL_BLOCK pixels of a 1x1 conv (the second half of
+   CSDN_Tem) on in_channels rows `in_stride` floats apart, accumulated in registers, then ReLU, or tanh for the
+   last layer; the first n pixels of each output channel are stored, `out_stride` floats apart. */
+INLINE void pointwise_tile(const float *restrict in, long in_stride, int in_channels, const float *restrict weight,
+                           const float *restrict bias, int outputs, int last, int n, float *restrict out,
+                           long out_stride)
 {
     float sum[OUTPUT_BLOCK][PIXEL_BLOCK];
     for (int o = 0; o < outputs; o++)
@@ -95,57 +91,108 @@ INLINE void pointwise_tile(const float *restrict in, int in_channels, long pixel
     for (int i = 0; i < in_channels; i++)
         for (int o = 0; o < outputs; o++)
             for (int p = 0; p < PIXEL_BLOCK; p++)
-                sum[o][p] += weight[o * in_channels + i] * in[i * pixels + p];
+                sum[o][p] += weight[o * in_channels + i] * in[i * in_stride + p];
     for (int o = 0; o < outputs; o++)
         for (int p = 0; p < n; p++)
-            out[o * pixels + p] = last ? tanh_of(sum[o][p]) : sum[o][p] > 0.0f ? sum[o][p] : 0.0f;
+            out[o * out_stride + p] = last ? tanh_of(sum[o][p]) : sum[o][p] > 0.0f ? sum[o][p] : 0.0f;
 }
 
-/* 1x1 conv (the second half of CSDN_Tem) to FEATURES channels and ReLU, or for the last layer to the 3 channels
-   of x_r and tanh. Reads up to PIXEL_BLOCK floats past the end of `in`, which the caller's buffer has room for. */
-INLINE void pointwise(const float *restrict in, int in_channels, long pixels, const float *restrict weight,
-                      const float *restrict bias, int last, float *restrict out)
+/* Rows per band in separable_block: at least 256 pixels, so that a band's pointwise tiles are mostly full. */
+INLINE int band_rows(int width)
 {
-    int output_blocks = last ? 1 : FEATURES / OUTPUT_BLOCK;
+    return width >= 256 ? 1 : (256 + width - 1) / width;
+}
+
+/* One depthwise-separable block, a band of rows at a time: the depthwise conv of all input channels into `band`
+   (2 * FEATURES rows of band_stride floats, which stays in cache), then the 1x1 conv to FEATURES channels and ReLU,
+   or for the last layer to the 3 channels of x_r and tanh. `parameters`: depthwise weight and bias, pointwise
+   weight and bias. */
+INLINE void separable_block(const float *restrict in, int in_channels, int height, int width,
+                            const float *const *parameters, int last, float *restrict out, float *restrict band,
+                            long band_stride)
+{
+    long pixels = (long)height * width;
+    int rows = band_rows(width);
 #pragma omp for schedule(static)
-    for (long tile = 0; tile < (pixels + PIXEL_BLOCK - 1) / PIXEL_BLOCK * output_blocks; tile++) {
-        long start = tile / output_blocks * PIXEL_BLOCK;
-        int o = tile % output_blocks * OUTPUT_BLOCK, n = pixels - start < PIXEL_BLOCK ? pixels - start : PIXEL_BLOCK;
-        if (last)
-            pointwise_tile(in + start, in_channels, pixels, weight, bias, 3, 1, n, out + start);
-        else
-            pointwise_tile(in + start, in_channels, pixels, weight + o * in_channels, bias + o, OUTPUT_BLOCK, 0, n,
-                           out + o * pixels + start);
+    for (int top = 0; top < height; top += rows) {
+        int bottom = top + rows < height ? top + rows : height;
+        long first = (long)top * width, n = (long)(bottom - top) * width;
+        for (int c = 0; c < in_channels; c++)
+            for (int y = top; y < bottom; y++)
+                depthwise_row(in + c * pixels, height, width, y, parameters[0] + 9 * c, parameters[1][c],
+                              band + c * band_stride + (long)(y - top) * width);
+        for (long start = 0; start < n; start += PIXEL_BLOCK) {
+            int count = n - start < PIXEL_BLOCK ? n - start : PIXEL_BLOCK;
+            if (last)
+                pointwise_tile(band + start, band_stride, in_channels, parameters[2], parameters[3], 3, 1, count,
+                               out + first + start, pixels);
+            else
+                for (int o = 0; o < FEATURES; o += OUTPUT_BLOCK)
+                    pointwise_tile(band + start, band_stride, in_channels, parameters[2] + o * in_channels,
+                                   parameters[3] + o, OUTPUT_BLOCK, 0, count, out + o * pixels + first + start,
+                                   pixels);
+        }
     }
 }
 
-/* The EFE on `batch` 3 x height x width images. `parameters`: for each of the 7 blocks, its depthwise weight
-   and bias, then its pointwise weight and bias (EnhanceNet.parameters() order). `scratch`: 8 * FEATURES floats
-   per pixel and PIXEL_BLOCK more. */
+/* Bilinear resampling of one row: `above` and `below` are the two source rows, weighted 1 - lambda and lambda. */
+INLINE void resample_row(const float *restrict above, const float *restrict below, float lambda,
+                         const int *restrict col_left, const int *restrict col_right, const float *restrict col_lambda,
+                         int width, float *restrict target)
+{
+    for (int x = 0; x < width; x++)
+        target[x] = (1.0f - lambda) * ((1.0f - col_lambda[x]) * above[col_left[x]] + col_lambda[x] * above[col_right[x]])
+                    + lambda * ((1.0f - col_lambda[x]) * below[col_left[x]] + col_lambda[x] * below[col_right[x]]);
+}
+
+/* The EFE on a batch of 3 x image_height x image_width images, each first resized bilinearly to height x width.
+   row_* and col_* give each small row's and column's two source indices and the weight of the second.
+   `parameters`: for each of the 7 blocks, its depthwise weight and bias, then its pointwise weight and bias
+   (EnhanceNet.parameters() order). `scratch`: 3 + 6 * FEATURES floats per small pixel.
+   Returns 0, or -1 when a thread's band buffer could not be allocated. */
 MULTIVERSION
-void efe(const float *image, float *factor, int batch, int height, int width, const float *const *parameters,
-         float *scratch, int threads)
+int efe(const float *image, float *factor, int batch, int image_height, int image_width, int height, int width,
+        const int *row_top, const int *row_bottom, const float *row_lambda, const int *col_left,
+        const int *col_right, const float *col_lambda, const float *const *parameters, float *scratch, int threads)
 {
     long pixels = (long)height * width, features = FEATURES * pixels;
+    float *small = scratch;
     /* Each of the paper's skip concatenations, x3|x4, x2|x5 and x1|x6, is one buffer, filled in two halves. */
-    float *x1_x6 = scratch, *x2_x5 = x1_x6 + 2 * features, *x3_x4 = x2_x5 + 2 * features;
-    float *depthwise_out = x3_x4 + 2 * features;
+    float *x1_x6 = small + 3 * pixels, *x2_x5 = x1_x6 + 2 * features, *x3_x4 = x2_x5 + 2 * features;
+    const float *inputs[7] = {small, x1_x6, x2_x5, x3_x4, x3_x4, x2_x5, x1_x6};
     const int in_channels[7] = {3, FEATURES, FEATURES, FEATURES, 2 * FEATURES, 2 * FEATURES, 2 * FEATURES};
     float *outputs[6] = {x1_x6, x2_x5, x3_x4, x3_x4 + features, x2_x5 + features, x1_x6 + features};
+    /* A band's rows of each channel, padded with zeros to whole pointwise tiles. */
+    long band_stride = ((long)band_rows(width) * width + PIXEL_BLOCK - 1) / PIXEL_BLOCK * PIXEL_BLOCK;
+    int failed = 0;
 #pragma omp parallel num_threads(threads)
     {
-        FLUSH_SUBNORMALS_BEGIN
-        for (int n = 0; n < batch; n++) {
-            const float *inputs[7] = {image + n * 3 * pixels, x1_x6, x2_x5, x3_x4, x3_x4, x2_x5, x1_x6};
-            for (int layer = 0; layer < 7; layer++) {
-                const float *const *p = parameters + 4 * layer;
-                depthwise(inputs[layer], in_channels[layer], height, width, p[0], p[1], depthwise_out);
-                pointwise(depthwise_out, in_channels[layer], pixels, p[2], p[3], layer == 6,
-                          layer == 6 ? factor + n * 3 * pixels : outputs[layer]);
-            }
+        float *band = calloc(2 * FEATURES * band_stride, sizeof(float));
+        if (band == NULL) {
+#pragma omp atomic write
+            failed = 1;
         }
-        FLUSH_SUBNORMALS_END
+#pragma omp barrier
+        if (!failed) {
+            FLUSH_SUBNORMALS_BEGIN
+            for (int n = 0; n < batch; n++) {
+#pragma omp for schedule(static)
+                for (long row = 0; row < 3L * height; row++) {
+                    int c = row / height, y = row % height;
+                    resample_row(ROW(image, n, c, row_top[y], 3, image_height, image_width),
+                                 ROW(image, n, c, row_bottom[y], 3, image_height, image_width), row_lambda[y],
+                                 col_left, col_right, col_lambda, width, small + row * width);
+                }
+                for (int layer = 0; layer < 7; layer++)
+                    separable_block(inputs[layer], in_channels[layer], height, width, parameters + 4 * layer,
+                                    layer == 6, layer == 6 ? factor + n * 3 * pixels : outputs[layer], band,
+                                    band_stride);
+            }
+            FLUSH_SUBNORMALS_END
+        }
+        free(band);
     }
+    return failed ? -1 : 0;
 }
 
 /* One row of one channel: x_r interpolated between two horizontally upsampled rows of the EFE's output, then RIE. */
@@ -165,7 +212,7 @@ INLINE void enhance_row(const float *restrict x, float *restrict out, float *res
 /* RIE on a batch with x_r upsampled from the EFE's output `low`. First each row of `low` is upsampled
    horizontally into `wide` (batch x channels x low_height x width); then each output row interpolates two of
    those rows. row_* and col_* give each output row's and column's two source indices and the weight of the
-   second, computed in model.py as PyTorch's bilinear kernel computes them. */
+   second. */
 MULTIVERSION
 void enhance(const float *x, float *out, float *factor, const float *low, float *wide, int batch, int channels,
              int height, int width, int low_height, int low_width, const int *row_top, const int *row_bottom,
@@ -178,9 +225,7 @@ void enhance(const float *x, float *out, float *factor, const float *low, float 
 #pragma omp for schedule(static)
         for (long row = 0; row < (long)batch * channels * low_height; row++) {
             const float *source = low + row * low_width;
-            float *target = wide + row * width;
-            for (int i = 0; i < width; i++)
-                target[i] = (1.0f - col_lambda[i]) * source[col_left[i]] + col_lambda[i] * source[col_right[i]];
+            resample_row(source, source, 0.0f, col_left, col_right, col_lambda, width, wide + row * width);
         }
 #pragma omp for schedule(static)
         for (long row = 0; row < (long)batch * height; row++) {

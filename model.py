@@ -66,13 +66,16 @@ class EnhanceNet(nn.Module):
         self.e_conv6 = make_conv(conv_type, n * 2, n)
         self.e_conv7 = make_conv(conv_type, n * 2, 3)
 
+    def downscale_size(self, x: torch.Tensor) -> tuple[int, int]:
+        """The EFE's input size: x's divided by `scale_factor`, at least 1x1."""
+        h, w = x.shape[-2:]
+        return max(1, h // self.scale_factor), max(1, w // self.scale_factor)
+
     def downscale(self, x: torch.Tensor) -> torch.Tensor:
-        """x bilinearly downscaled by `scale_factor` (at least 1x1), the EFE's input."""
+        """x bilinearly downscaled by `scale_factor`, the EFE's input."""
         if self.scale_factor == 1:
             return x
-        h, w = x.shape[-2:]
-        small = (max(1, h // self.scale_factor), max(1, w // self.scale_factor))
-        return F.interpolate(x, size=small, mode="bilinear", align_corners=False)
+        return F.interpolate(x, size=self.downscale_size(x), mode="bilinear", align_corners=False)
 
     def low_resolution_factor(self, x: torch.Tensor) -> torch.Tensor:
         """EFE (paper §3.1) on x downscaled by `scale_factor`: x_r in [-1, 1], with symmetric skip concatenations."""
@@ -115,15 +118,15 @@ class EnhanceNet(nn.Module):
         low width, then horizontally band by band as a product with an interpolation matrix, which a CPU's matrix
         kernels run far faster than the bilinear kernel.
         """
-        kernel = self.compiled_cpu_kernel(x) if c_kernel else None
+        parameters = list(self.parameters())
+        kernel = cpu_kernel.library_for(x, parameters, NUM_ITERATIONS) if c_kernel else None
         if kernel is not None:
-            if factor is None:
-                parameters = list(self.parameters())
-                factor = (cpu_kernel.efe(kernel, parameters, self.downscale(x), torch.get_num_threads())
-                          if self.conv_type == "dsc" else self.low_resolution_factor(x))
-            rows = linear_interpolation_weights(factor.shape[-2], x.shape[-2])
-            columns = linear_interpolation_weights(factor.shape[-1], x.shape[-1])
-            return cpu_kernel.enhance(kernel, x, factor.float(), rows, columns, torch.get_num_threads())
+            threads = torch.get_num_threads()
+            if factor is None and self.conv_type == "dsc":
+                factor = cpu_kernel.efe(kernel, parameters, x, self.downscale_size(x), threads)
+            elif factor is None:
+                factor = self.low_resolution_factor(x)
+            return cpu_kernel.enhance(kernel, x, factor.float(), threads)
         factor = self.low_resolution_factor(x) if factor is None else factor
         batch, channels, h, w = x.shape
         widen = None
@@ -146,29 +149,11 @@ class EnhanceNet(nn.Module):
         return enhanced, x_r
 
 
-    def compiled_cpu_kernel(self, x: torch.Tensor):
-        """cpu_kernel.c's compiled library when it can run this model on x (float32, on a CPU), else None."""
-        on_cpu = x.device.type == "cpu" and all(p.device.type == "cpu" for p in self.parameters())
-        float32 = x.dtype == torch.float32 and all(p.dtype == torch.float32 for p in self.parameters())
-        return cpu_kernel.library(NUM_ITERATIONS) if on_cpu and float32 else None
-
-
-def linear_interpolation_weights(n_in: int, n_out: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """1-D linear interpolation from n_in to n_out points, align_corners=True: each output's two source indices
-    (int32) and the weight of the second (float32), computed as PyTorch's own bilinear kernel computes them.
-    """
-    scale = torch.tensor(n_in - 1, dtype=torch.float32) / max(n_out - 1, 1)
-    source = torch.arange(n_out, dtype=torch.float32) * scale
-    first = source.floor().int().clamp(max=n_in - 1)
-    second = (first + 1).clamp(max=n_in - 1)
-    return first, second, (source - first).clamp(0, 1)
-
-
 def linear_interpolation_matrix(n_in: int, n_out: int, device: torch.device) -> torch.Tensor:
     """The n_in x n_out matrix M with v @ M = 1-D linear interpolation of v, align_corners=True; the product
     matches F.interpolate to float rounding.
     """
-    first, second, weight = linear_interpolation_weights(n_in, n_out)
+    first, second, weight = cpu_kernel.interpolation_weights(n_in, n_out, True)
     columns = torch.arange(n_out)
     matrix = torch.zeros(n_in, n_out)
     matrix.index_put_((first.long(), columns), 1 - weight, accumulate=True)

@@ -40,10 +40,21 @@ def test_c_efe_equals_pytorch_efe(height, width, std, last_std):
     image = torch.rand(2, 3, height, width)
     with torch.inference_mode():
         expected = net.low_resolution_factor(image)
-        got = cpu_kernel.efe(cpu_kernel.library(NUM_ITERATIONS), list(net.parameters()), image, 2)
+        got = cpu_kernel.efe(cpu_kernel.library(NUM_ITERATIONS), list(net.parameters()), image, (height, width), 2)
     if last_std > 1 and height == 75:  # tanh's flat tails and its steep middle are both exercised
         assert (expected.abs() > 0.999).any() and (expected.abs() < 0.9).any()
     torch.testing.assert_close(got, expected, rtol=0, atol=1e-6 if last_std < 1 else 1e-5)
+
+
+@requires_compiler
+@pytest.mark.parametrize("height, width", [(900, 1200), (397, 601), (13, 25)])
+def test_c_downscaling_equals_pytorch_bilinear(height, width):
+    net = random_net(0.02)
+    x = torch.rand(2, 3, height, width)
+    with torch.inference_mode():
+        expected = net.low_resolution_factor(x)
+        got = cpu_kernel.efe(cpu_kernel.library(NUM_ITERATIONS), list(net.parameters()), x, net.downscale_size(x), 2)
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-6)
 
 
 @requires_compiler
@@ -53,7 +64,7 @@ def test_our_snapshot_gives_the_same_image_through_c_and_pytorch():
     with torch.inference_mode():
         c, c_x_r = net.fused_forward(x)
         plain, plain_x_r = net.plain_forward(x)
-    assert net.compiled_cpu_kernel(x) is not None
+    assert cpu_kernel.library_for(x, list(net.parameters()), NUM_ITERATIONS) is not None
     torch.testing.assert_close(c_x_r, plain_x_r, rtol=0, atol=1e-6)
     torch.testing.assert_close(c, plain, rtol=0, atol=1e-5)
 
@@ -84,12 +95,12 @@ def test_strided_and_channels_last_inputs_give_the_contiguous_result():
 
 
 @requires_compiler
-def test_float64_and_training_use_pytorch():
+def test_only_float32_on_a_cpu_uses_the_kernel():
     net = random_net(0.2)
     x = torch.rand(1, 3, 24, 36)
-    assert net.compiled_cpu_kernel(x) is not None
-    assert net.compiled_cpu_kernel(x.double()) is None
-    assert net.double().compiled_cpu_kernel(x.double()) is None
+    assert cpu_kernel.library_for(x, list(net.parameters()), NUM_ITERATIONS) is not None
+    assert cpu_kernel.library_for(x.double(), list(net.parameters()), NUM_ITERATIONS) is None
+    assert cpu_kernel.library_for(x, list(net.double().parameters()), NUM_ITERATIONS) is None
 
 
 @requires_compiler
