@@ -118,16 +118,10 @@ class EnhanceNet(nn.Module):
         low width, then horizontally band by band as a product with an interpolation matrix, which a CPU's matrix
         kernels run far faster than the bilinear kernel.
         """
-        parameters = list(self.parameters())
-        kernel = cpu_kernel.library_for(x, parameters, NUM_ITERATIONS) if c_kernel else None
+        factor = self.fused_low_resolution_factor(x, c_kernel) if factor is None else factor
+        kernel = cpu_kernel.library_for(x, [factor], NUM_ITERATIONS) if c_kernel else None
         if kernel is not None:
-            threads = torch.get_num_threads()
-            if factor is None and self.conv_type == "dsc":
-                factor = cpu_kernel.efe(kernel, parameters, x, self.downscale_size(x), threads)
-            elif factor is None:
-                factor = self.low_resolution_factor(x)
-            return cpu_kernel.enhance(kernel, x, factor.float(), threads)
-        factor = self.low_resolution_factor(x) if factor is None else factor
+            return cpu_kernel.enhance(kernel, x, factor, torch.get_num_threads())
         batch, channels, h, w = x.shape
         widen = None
         if self.scale_factor != 1:
@@ -147,6 +141,15 @@ class EnhanceNet(nn.Module):
                 torch.addcmul(one_minus_r, r, y, out=step)
                 y.mul_(step)
         return enhanced, x_r
+
+
+    def fused_low_resolution_factor(self, x: torch.Tensor, c_kernel: bool = True) -> torch.Tensor:
+        """`low_resolution_factor` for inference: in C on a CPU (cpu_kernel.c) where it can run, else in PyTorch."""
+        parameters = list(self.parameters())
+        kernel = cpu_kernel.library_for(x, parameters, NUM_ITERATIONS) if c_kernel else None
+        if kernel is None or self.conv_type != "dsc":
+            return self.low_resolution_factor(x)
+        return cpu_kernel.efe(kernel, parameters, x, self.downscale_size(x), torch.get_num_threads())
 
 
 def linear_interpolation_matrix(n_in: int, n_out: int, device: torch.device) -> torch.Tensor:

@@ -90,7 +90,7 @@ class FrameEnhancer:
     def _smoothed(self, x: torch.Tensor) -> torch.Tensor:
         """The EMA runs on the EFE's low-resolution factor: bilinear upsampling is linear, so this equals the EMA
         of the full-resolution x_r, at a fraction of the memory, and the fused path does the rest."""
-        factor = self.model.low_resolution_factor(x)
+        factor = self.model.fused_low_resolution_factor(x)
         if self.factor is not None:
             factor.mul_(1 - self.alpha).add_(self.factor, alpha=self.alpha)
         self.factor = factor
