@@ -32,7 +32,9 @@
 #endif
 
 #define INLINE static inline __attribute__((always_inline))
-#define ROW(base, n, c, y, channels, height, width) ((base) + ((((long)(n) * (channels) + (c)) * (height) + (y)) * (width)))
+/* Row y of channel c of image n in an N x channels x height x width tensor. */
+#define ROW(base, n, c, y, channels, height, width) \
+    ((base) + ((((long)(n) * (channels) + (c)) * (height) + (y)) * (width)))
 #define FEATURES 32
 #define PIXEL_BLOCK 64
 #define OUTPUT_BLOCK 4
@@ -61,8 +63,8 @@ INLINE void depthwise_row(const float *restrict plane, int height, int width, in
 }
 
 /* tanh(v) = sign(v) (1 - e) / (1 + e) with e = exp(-2|v|) = 2^k exp(r), |r| <= ln(2) / 2, and exp(r) by its
-   degree-7 Taylor polynomial: absolute error below 1e-7 over all floats (libm's tanhf: 6e-8). Unlike libm's tanhf, which
-   took longer than the rest of the last layer, a loop of these vectorizes. */
+   degree-7 Taylor polynomial: absolute error below 1e-7 over all floats (libm's tanhf: 6e-8). A loop of these
+   vectorizes; libm's tanhf, called per pixel, took longer than the rest of the last layer. */
 INLINE float tanh_of(float v)
 {
     const float log2_e = 1.44269504f, ln2_high = 0.693145752f, ln2_low = 1.42860677e-6f;
@@ -140,9 +142,11 @@ INLINE void resample_row(const float *restrict above, const float *restrict belo
                          const int *restrict col_left, const int *restrict col_right, const float *restrict col_lambda,
                          int width, float *restrict target)
 {
-    for (int x = 0; x < width; x++)
-        target[x] = (1.0f - lambda) * ((1.0f - col_lambda[x]) * above[col_left[x]] + col_lambda[x] * above[col_right[x]])
-                    + lambda * ((1.0f - col_lambda[x]) * below[col_left[x]] + col_lambda[x] * below[col_right[x]]);
+    for (int x = 0; x < width; x++) {
+        float w = col_lambda[x];
+        target[x] = (1.0f - lambda) * ((1.0f - w) * above[col_left[x]] + w * above[col_right[x]])
+                    + lambda * ((1.0f - w) * below[col_left[x]] + w * below[col_right[x]]);
+    }
 }
 
 /* The EFE on a batch of 3 x image_height x image_width images, each first resized bilinearly to height x width.

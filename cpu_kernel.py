@@ -11,6 +11,7 @@ import ctypes
 import functools
 import hashlib
 import os
+import platform
 import subprocess
 import tempfile
 import warnings
@@ -51,8 +52,9 @@ def library(iterations: int) -> ctypes.CDLL | None:
     errors = []
     for openmp in OPENMP_CHOICES:
         flags = FLAGS + openmp + [f"-DNUM_ITERATIONS={iterations}"]
-        key = hashlib.sha256(SOURCE.read_bytes() + " ".join([os.environ.get("CC", "cc"), *flags]).encode())
-        path = cache_dir() / f"cpu_kernel-{key.hexdigest()[:16]}.so"
+        build_line = " ".join([platform.machine(), os.environ.get("CC", "cc"), *flags])
+        key = hashlib.sha256(SOURCE.read_bytes() + build_line.encode()).hexdigest()[:16]
+        path = cache_dir() / f"cpu_kernel-{key}.so"
         try:
             if not path.is_file():
                 build(path, flags)
