@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 import test as enhance_script
-from metrics import median_seconds
+from metrics import interleaved_median_seconds, median_seconds
 from model import EnhanceNet, init_weights, load_enhance_net
 
 NUM_ITERATIONS = 8
@@ -84,6 +84,8 @@ def model_rows(net: EnhanceNet, size: tuple[int, int], device: torch.device, arg
     width, height = size
     x = torch.rand(1, 3, height, width, generator=torch.Generator().manual_seed(0)).mul_(0.4).to(device)
     paths = {"reference (authors' math)": lambda: reference_forward(net, x), "default (EnhanceNet)": lambda: net(x)}
+    if device.type == "cpu":
+        paths["default without a C compiler"] = lambda: net.fused_forward(x, c_kernel=False)
     if args.compile:
         paths["torch.compile"] = torch.compile(lambda: reference_forward(net, x))
     if device.type == "cuda":
@@ -92,12 +94,10 @@ def model_rows(net: EnhanceNet, size: tuple[int, int], device: torch.device, arg
         batch = x.half().expand(args.cuda_batch, -1, -1, -1).contiguous()
         paths[f"default fp16, batch {args.cuda_batch}"] = lambda: half_net(batch)
     reference = reference_forward(net, x)
-    rows, reference_ms = [], None
-    for name, fn in paths.items():
-        ms = median_seconds(fn, args.warmup, args.repeats, device) * 1e3
-        images = args.cuda_batch if "batch" in name else 1
-        ms /= images
-        reference_ms = reference_ms or ms
+    seconds = interleaved_median_seconds(list(paths.values()), args.warmup, args.repeats, device)
+    rows, reference_ms = [], seconds[0] * 1e3
+    for (name, fn), fn_seconds in zip(paths.items(), seconds):
+        ms = fn_seconds * 1e3 / (args.cuda_batch if "batch" in name else 1)
         out = fn()
         out = out[0] if isinstance(out, tuple) else out
         diff = (out[:1].float() - reference).abs().max().item() * 255

@@ -200,16 +200,24 @@ def count_flops(model: torch.nn.Module, height: int = 900, width: int = 1200) ->
 
 def median_seconds(fn, warmup: int = 3, repeats: int = 20, device: str | torch.device = "cpu") -> float:
     """Median wall-clock seconds of fn() over `repeats` runs after `warmup` untimed runs, synchronising CUDA."""
+    return interleaved_median_seconds([fn], warmup, repeats, device)[0]
+
+
+def interleaved_median_seconds(fns: list, warmup: int = 3, repeats: int = 20,
+                               device: str | torch.device = "cpu") -> list[float]:
+    """`median_seconds` of each of fns, timed in turns (f0, f1, ..., f0, f1, ...), so that a machine's slow spells
+    fall on all of them alike and their ratios hold."""
     sync = torch.cuda.synchronize if torch.device(device).type == "cuda" else (lambda: None)
-    times = []
+    times = [[] for _ in fns]
     for i in range(warmup + repeats):
-        sync()
-        start = time.perf_counter()
-        fn()
-        sync()
-        if i >= warmup:
-            times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        for fn, fn_times in zip(fns, times):
+            sync()
+            start = time.perf_counter()
+            fn()
+            sync()
+            if i >= warmup:
+                fn_times.append(time.perf_counter() - start)
+    return [statistics.median(fn_times) for fn_times in times]
 
 
 def time_per_image(fn, height: int = 900, width: int = 1200, warmup: int = 3, repeats: int = 20,
