@@ -2,6 +2,7 @@
 
 Zheng & Gupta, "Semantic-Guided Zero-Shot Learning for Low-Light Image/Video Enhancement", WACV 2022, §3.1-3.2.
 Parameter names follow the authors' released code (itself Zero-DCE++'s), so their checkpoints load unchanged.
+Inference on a CPU runs the same math as C (cpu_kernel.py); training and other devices run the PyTorch code here.
 """
 import itertools
 from pathlib import Path
