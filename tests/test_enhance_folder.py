@@ -52,6 +52,7 @@ def test_outputs_match_the_authors_released_outputs_within_one_level(tmp_path):
         theirs = np.asarray(Image.open(ref).convert("RGB"), dtype=np.int16)
         assert ours.shape == theirs.shape
         assert np.abs(ours - theirs).max() <= 1, ref.name
+        assert (ours != theirs).mean() < 1e-4, ref.name  # float rounding flips a few values, nothing systematic
 
 
 @requires_shared
