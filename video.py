@@ -85,7 +85,8 @@ class FrameEnhancer:
             y = self.model(x)[0]  # under inference_mode: EnhanceNet's fused path
         else:
             y = torch.cat([self._smoothed(frame[None]) for frame in x])
-        return y.mul_(255).round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+        # rounded half up, as test.to_uint8 writes images (torchvision's save_image, the authors' writer)
+        return y.mul_(255).add_(0.5).clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
 
     def _smoothed(self, x: torch.Tensor) -> torch.Tensor:
         """The EMA runs on the EFE's low-resolution factor: bilinear upsampling is linear, so this equals the EMA

@@ -11,6 +11,7 @@ import bench_video
 from bench_video import FPS, brightness_flicker, flicker_frames, moving_frames, write_clip
 from conftest import SHARED, requires_shared
 from model import EnhanceNet, init_weights, load_enhance_net, recurrent_enhance
+from test import to_uint8
 from video import FrameEnhancer, VideoError, enhance_video
 
 N = 24  # frames per clip: 0.8 s at 30 fps
@@ -94,6 +95,22 @@ def test_smoothing_off_equals_per_frame_enhancenet(tmp_path, model):
     with torch.inference_mode():
         expected = model(torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 255)[0]
     assert np.abs(out - 255 * expected.permute(0, 2, 3, 1).numpy()).max() <= 0.5 + 1e-3
+
+
+class HalfLevels(torch.nn.Module):
+    """Returns every level k + 1/2 of 0..254 (in float32, so k + 1/2 exactly once multiplied by 255)."""
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        levels = ((torch.arange(255, dtype=torch.float64) + 0.5) / 255).float()
+        return levels.expand(*x.shape[:-1], 255).clone(), x
+
+
+def test_frames_are_rounded_as_test_py_writes_images():
+    frames = np.zeros((2, 4, 255, 3), np.uint8)
+    got = FrameEnhancer(HalfLevels(), torch.device("cpu"))(frames)
+    levels = HalfLevels()(torch.zeros(1, 3, 4, 255))[0][0]
+    assert np.array_equal(got[0], to_uint8(levels)) and np.array_equal(got[1], got[0])
+    assert got[0, 0, 2, 0] == 3  # 2.5 goes up, as torchvision's save_image rounds, not to the even 2
 
 
 @requires_shared
@@ -209,5 +226,5 @@ def test_smoothing_the_low_resolution_factor_equals_smoothing_full_resolution_x_
         x_r = model.enhancement_factor(x)
         for t in range(1, len(x_r)):
             x_r[t] = 0.7 * x_r[t - 1] + 0.3 * x_r[t]
-        expected = recurrent_enhance(x, x_r).mul(255).round().clamp(0, 255).permute(0, 2, 3, 1).numpy()
+        expected = recurrent_enhance(x, x_r).mul(255).add(0.5).clamp(0, 255).floor().permute(0, 2, 3, 1).numpy()
     assert np.abs(smoothed.astype(np.int16) - expected.astype(np.int16)).max() <= 1
