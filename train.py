@@ -149,6 +149,10 @@ def _train(args, rank: int, world: int, device: torch.device) -> list[float]:
     pos = {"epoch": 0, "batch": 0, "step": 0}
     if args.resume:
         ckpt = read_checkpoint(args.resume)
+        missing = [key for key in ("model", "optimizer", "scaler", "rng", *pos) if key not in ckpt]
+        if missing:
+            raise ValueError(f"{args.resume}: not a train.py last.pth (no {', '.join(missing)}); to start from its "
+                             "weights use --load_pretrain --pretrain_dir instead of --resume")
         model.load_state_dict(extract_state_dict(ckpt))
         optimizer.load_state_dict(ckpt["optimizer"])
         scaler.load_state_dict(ckpt["scaler"])

@@ -155,6 +155,17 @@ def test_user_errors_are_one_line_without_a_traceback(tmp_path, monkeypatch, cap
     assert len(err) == 1 and "--seg_weights PATH" in err[0] and "--seg_weights none" in err[0]
 
 
+def test_resuming_from_bare_weights_or_a_missing_file_is_one_line(tmp_path, capsys):
+    torch.save(EnhanceNet().state_dict(), tmp_path / "Epoch99.pth")
+    with pytest.raises(SystemExit):
+        train.main(argv(tmp_path / "out", "--sem_weight", "0", "--resume", str(tmp_path / "Epoch99.pth")))
+    err = error_lines(capsys.readouterr().err)
+    assert len(err) == 1 and "not a train.py last.pth (no model, optimizer" in err[0] and "--load_pretrain" in err[0]
+    with pytest.raises(SystemExit):
+        train.main(argv(tmp_path / "out", "--sem_weight", "0", "--resume", str(tmp_path / "absent.pth")))
+    assert error_lines(capsys.readouterr().err) == [f"error: {tmp_path / 'absent.pth'}: no such weight file"]
+
+
 def test_torchrun_trains_on_two_cpu_processes_with_gloo(tmp_path):
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "train.py",
                *argv(tmp_path, "--sem_weight", "0", "--num_epochs", "1")]
