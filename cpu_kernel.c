@@ -166,7 +166,8 @@ int efe(const float *image, float *factor, int batch, int image_height, int imag
     const float *inputs[7] = {small, x1_x6, x2_x5, x3_x4, x3_x4, x2_x5, x1_x6};
     const int in_channels[7] = {3, FEATURES, FEATURES, FEATURES, 2 * FEATURES, 2 * FEATURES, 2 * FEATURES};
     float *outputs[6] = {x1_x6, x2_x5, x3_x4, x3_x4 + features, x2_x5 + features, x1_x6 + features};
-    /* A band's rows of each channel, padded with zeros to whole pointwise tiles. */
+    /* A band's rows of each channel, padded to whole pointwise tiles (what a tile reads past the band's
+       pixels is never stored). */
     long band_stride = ((long)band_rows(width) * width + PIXEL_BLOCK - 1) / PIXEL_BLOCK * PIXEL_BLOCK;
     int failed = 0;
 #pragma omp parallel num_threads(threads)
