@@ -54,15 +54,15 @@ def library(iterations: int) -> ctypes.CDLL | None:
         flags = FLAGS + openmp + [f"-DNUM_ITERATIONS={iterations}"]
         build_line = " ".join([platform.machine(), os.environ.get("CC", "cc"), *flags])
         key = hashlib.sha256(SOURCE.read_bytes() + build_line.encode()).hexdigest()[:16]
-        path = cache_dir() / f"cpu_kernel-{key}.so"
         try:
+            path = cache_dir() / f"cpu_kernel-{key}.so"
             if not path.is_file():
                 build(path, flags)
             kernel = ctypes.CDLL(str(path))
         except subprocess.CalledProcessError as e:
             errors.append((e.stderr.decode(errors="replace").strip().splitlines() or ["failed"])[-1])
             continue
-        except (OSError, subprocess.SubprocessError) as e:
+        except (OSError, RuntimeError, subprocess.SubprocessError) as e:  # RuntimeError: Path.home() unknown
             errors.append(str(e))
             break
         kernel.efe.argtypes, kernel.efe.restype = EFE_ARGUMENTS, ctypes.c_int
