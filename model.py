@@ -119,6 +119,7 @@ class EnhanceNet(nn.Module):
         low width, then horizontally band by band as a product with an interpolation matrix, which a CPU's matrix
         kernels run far faster than the bilinear kernel.
         """
+        x = x.contiguous()  # a strided input is copied once here, not by the EFE and by RIE each
         factor = self.fused_low_resolution_factor(x, c_kernel) if factor is None else factor
         kernel = cpu_kernel.library_for(x, [factor], NUM_ITERATIONS) if c_kernel else None
         if kernel is not None:
@@ -142,7 +143,6 @@ class EnhanceNet(nn.Module):
                 torch.addcmul(one_minus_r, r, y, out=step)
                 y.mul_(step)
         return enhanced, x_r
-
 
     def fused_low_resolution_factor(self, x: torch.Tensor, c_kernel: bool = True) -> torch.Tensor:
         """`low_resolution_factor` for inference: in C on a CPU (cpu_kernel.c) where it can run, else in PyTorch."""

@@ -80,7 +80,7 @@ class FrameEnhancer:
     @torch.inference_mode()
     def __call__(self, frames: np.ndarray) -> np.ndarray:
         """NxHxWx3 uint8 RGB -> NxHxWx3 uint8 RGB, enhanced."""
-        x = torch.from_numpy(frames).to(self.device).permute(0, 3, 1, 2).float().div_(255)
+        x = torch.from_numpy(frames).to(self.device).permute(0, 3, 1, 2).contiguous().float().div_(255)
         if self.alpha == 0:
             y = self.model(x)[0]  # under inference_mode: EnhanceNet's fused path
         else:
