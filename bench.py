@@ -18,9 +18,7 @@ from PIL import Image
 
 import test as enhance_script
 from metrics import interleaved_median_seconds, median_seconds
-from model import EnhanceNet, init_weights, load_enhance_net
-
-NUM_ITERATIONS = 8
+from model import NUM_ITERATIONS, EnhanceNet, init_weights, load_enhance_net
 
 
 def reference_forward(net: EnhanceNet, x: torch.Tensor) -> torch.Tensor:

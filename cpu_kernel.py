@@ -4,7 +4,8 @@ PyTorch runs each elementwise step of RIE as its own pass over memory, and each 
 with a fixed overhead. cpu_kernel.c reads each pixel once, keeps the recurrence in registers and writes the result
 once, and runs the EFE layer by layer with no per-operator cost, which makes EnhanceNet over 10x faster than the
 authors' op-by-op code (bench.py). It has no PyTorch headers: the system's C compiler (`$CC`, else `cc`) builds it
-on first use in about 2 seconds, into `$XDG_CACHE_HOME/sgz` (else ~/.cache/sgz), keyed by source and flags.
+on first use in about 2 seconds, into `$XDG_CACHE_HOME/sgz` (else ~/.cache/sgz), keyed by source, compiler, flags
+and architecture.
 Without a working compiler `library()` warns once and returns None, and model.py runs its PyTorch path.
 """
 import ctypes
