@@ -13,13 +13,14 @@ from scipy.sparse import diags
 from scipy.sparse.linalg import spsolve
 from torch import nn
 
-from metrics import to_uint8
-from model import NUM_FEATURES, NUM_ITERATIONS, EnhanceNet, extract_state_dict, flush_subnormals_, read_checkpoint
+from files import extract_state_dict, read_checkpoint, to_uint8
+from model import NUM_FEATURES, NUM_ITERATIONS, EnhanceNet, flush_subnormals_
 
 
 class ZeroDCENet(EnhanceNet):
     """Zero-DCE's DCE-Net (Guo et al. 2020, §3.1; the authors' `enhance_net_nopool`): SGZ's EFE with plain 3x3
     convs ("tc"), no downscaling, and a 24-channel head. Parameter names match the authors' checkpoints.
+    inference.enhance refuses it (its fast paths apply one 3-channel x_r); inference.forward_for runs this forward.
 
     `forward(x)` maps a Bx3xHxW image in [0, 1] to `(enhanced, curves)`, curves being the 8 stacked 3-channel r_i.
     """
@@ -34,8 +35,6 @@ class ZeroDCENet(EnhanceNet):
         for r in torch.split(curves, 3, dim=1):
             x = x + r * (x * x - x)
         return x, curves
-
-    plain_forward = forward  # Zero-DCE has no fused inference path: its one forward is already op by op.
 
 
 def load_zero_dce(path: str | Path, device: str | torch.device = "cpu") -> ZeroDCENet:

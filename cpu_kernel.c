@@ -5,7 +5,8 @@
    enhance(): x_r upsampled bilinearly (align_corners=True, as the authors' nn.UpsamplingBilinear2d) and the
               NUM_ITERATIONS steps of RIE, paper Eq. 1 (Order 2), x <- x + x_r * (x^2 - x), written as
               x <- x * ((1 - x_r) + x_r * x), in one pass: each pixel is read once, the recurrence stays in
-              registers, and the result and x_r are written once. NUM_ITERATIONS comes from model.py at build time.
+              registers, and the result and x_r are written once. NUM_ITERATIONS and FEATURES (the EFE's width)
+              come from model.py at build time (inference.py passes them as -D flags).
 
    Tensors are float32, contiguous, N x C x H x W. Work is shared among `threads` OpenMP threads (one thread when
    built without OpenMP); in a process that has loaded PyTorch they are PyTorch's own OpenMP threads. */
@@ -35,7 +36,6 @@
 /* Row y of channel c of image n in an N x channels x height x width tensor. */
 #define ROW(base, n, c, y, channels, height, width) \
     ((base) + ((((long)(n) * (channels) + (c)) * (height) + (y)) * (width)))
-#define FEATURES 32
 #define PIXEL_BLOCK 64
 #define OUTPUT_BLOCK 4
 

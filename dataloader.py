@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from test import IMAGE_EXTENSIONS, find_inputs
+from files import IMAGE_EXTENSIONS, SIXTEEN_BIT_MODES, find_inputs, open_image, rgb_array
 
 
 class DataError(Exception):
@@ -26,8 +26,8 @@ def find_images(root: str | Path) -> list[Path]:
     return find_inputs(root, IMAGE_EXTENSIONS)
 
 
-def readable(path: Path) -> str | None:
-    """None when `path` decodes as an image, else the reason it does not."""
+def unreadable_reason(path: Path) -> str | None:
+    """Why `path` does not decode as an image, or None when it does."""
     try:
         with Image.open(path) as im:
             im.draft("RGB", (64, 64))  # JPEGs decode at reduced scale: the whole stream is read, quickly.
@@ -38,13 +38,20 @@ def readable(path: Path) -> str | None:
 
 
 def load_image(path: str | Path, size: int | None = None) -> torch.Tensor:
-    """An RGB image as a 3xHxW float tensor in [0, 1], Lanczos-resized to size x size when `size` is given."""
-    with Image.open(path) as im:
-        im = im.convert("RGB")
-        if size is not None:
-            im = im.resize((size, size), Image.LANCZOS)
-        array = (np.asarray(im) / 255.0).astype(np.float32)
-    return torch.from_numpy(array).permute(2, 0, 1).contiguous()
+    """An image as a 3xHxW float tensor in [0, 1], read as test.py reads it (files.read_image: EXIF, gray, alpha,
+    palette, 16-bit), Lanczos-resized to size x size when `size` is given."""
+    img = open_image(Path(path))
+    if size is not None:
+        img = resized(img, size)
+    return torch.from_numpy(rgb_array(img)).permute(2, 0, 1).contiguous()
+
+
+def resized(img: Image.Image, size: int) -> Image.Image:
+    """`img` Lanczos-resized to size x size; 8-bit images as RGB, as the authors' loader does, others (16-bit
+    gray) in 32-bit float, so their precision survives."""
+    if img.mode in SIXTEEN_BIT_MODES:
+        return img.convert("F").resize((size, size), Image.LANCZOS).convert("I")
+    return img.convert("RGB").resize((size, size), Image.LANCZOS)
 
 
 class LowLightDataset(Dataset):
@@ -57,7 +64,7 @@ class LowLightDataset(Dataset):
         self.image_size = image_size
         self.paths = []
         for path in find_images(root):
-            reason = readable(path)
+            reason = unreadable_reason(path)
             if reason is None:
                 self.paths.append(path)
             elif verbose:

@@ -18,10 +18,11 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+import inference
 import metrics
 from baselines import CLASSICAL, load_zero_dce
 from model import load_enhance_net
-from test import IMAGE_EXTENSIONS, BadInputError, keep_freed_memory, read_image, write_atomically, write_image
+from files import IMAGE_EXTENSIONS, BadInputError, read_image, to_uint8, write_atomically, write_image
 
 METHODS = ["Input", "SGZ", "Zero-DCE++", "Zero-DCE", *CLASSICAL]
 LOWER_IS_BETTER = {"MSE", "BRISQUE", "NIQE", "Params", "FLOPs (G)", "Time (ms)"}
@@ -30,15 +31,6 @@ LOWER_IS_BETTER = {"MSE", "BRISQUE", "NIQE", "Params", "FLOPs (G)", "Time (ms)"}
 def write_text(path: Path, text: str) -> None:
     """Write atomically, so a crash never leaves half a table."""
     write_atomically(path, lambda f: f.write(text.encode()))
-
-
-def network_method(net: torch.nn.Module, device: torch.device):
-    """Wrap a network returning (enhanced, _) as an HxWx3 numpy -> HxWx3 numpy enhancer."""
-    def enhance(img: np.ndarray) -> np.ndarray:
-        with torch.no_grad():
-            x = torch.from_numpy(img).permute(2, 0, 1)[None].to(device)
-            return net(x)[0][0].permute(1, 2, 0).cpu().numpy()
-    return enhance
 
 
 def build_methods(args: argparse.Namespace, device: torch.device) -> tuple[dict, dict]:
@@ -54,7 +46,7 @@ def build_methods(args: argparse.Namespace, device: torch.device) -> tuple[dict,
             except (FileNotFoundError, ValueError) as e:
                 print(f"{name} skipped: {e}", file=sys.stderr)
                 continue
-            methods[name] = network_method(nets[name], device)
+            methods[name] = inference.numpy_enhancer(nets[name], device)
         else:
             methods[name] = CLASSICAL.get(name, lambda img: img)
     return methods, nets
@@ -77,7 +69,7 @@ def report(notes: list[str], message: str) -> None:
 def enhanced(methods: dict, low: np.ndarray, dataset: str, source: Path, args):
     """(method, uint8 output) for every method, each output saved when --save_images asks."""
     for method, enhance in methods.items():
-        out = metrics.to_uint8(enhance(low))
+        out = to_uint8(enhance(low))
         save(out, method, dataset, source, args)
         yield method, out
 
@@ -89,7 +81,7 @@ def evaluate_paired(name: str, folder: Path, methods: dict, args, rows: list, no
         try:
             if not gt_path.is_file():
                 raise ValueError(f"{low_path}: no ground truth {gt_path}, skipped")
-            low, gt = read_image(low_path), metrics.to_uint8(read_image(gt_path))
+            low, gt = read_image(low_path), to_uint8(read_image(gt_path))
             if low.shape != gt.shape:
                 raise ValueError(f"{low_path}: size {low.shape[1]}x{low.shape[0]} differs from ground truth "
                                  f"{gt_path.name} {gt.shape[1]}x{gt.shape[0]}, skipped (ground truth is never cropped)")
@@ -195,13 +187,16 @@ def efficiency(nets: dict, methods: dict, args, device: torch.device) -> tuple[s
         if name == "Input":
             continue
         net = nets.get(name)
-        fn = net if net is not None else (lambda x, f=enhance: f(x[0].permute(1, 2, 0).cpu().numpy()))
+        if net is not None:
+            fn = inference.forward_for(net)
+        else:
+            fn = lambda x, f=enhance: f(x[0].permute(1, 2, 0).cpu().numpy())  # noqa: E731
         seconds = metrics.time_per_image(fn, h, w, args.warmup, args.repeats, device if net else "cpu")
         rows.append((name, f"{w}x{h}", "-", "Time (ms)", seconds * 1000))
         if net is not None:
             rows.append((name, f"{w}x{h}", "-", "Params", metrics.count_params(net)))
             rows.append((name, f"{w}x{h}", "-", "FLOPs (G)", metrics.count_flops(net, h, w) / 1e9))
-    device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name()
+    device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else metrics.cpu_name()
     convention = (f"{w}x{h} input; Params: trainable parameters; FLOPs: torch.utils.flop_counter, convolutions "
                   f"only, 2 per multiply-add (resizes and the 8 RIE steps, about {8 * 9 * w * h / 1e9:.3f} G "
                   f"elementwise ops, not counted); Time: median of {args.repeats} runs after {args.warmup} "
@@ -209,16 +204,6 @@ def efficiency(nets: dict, methods: dict, args, device: torch.device) -> tuple[s
                   f"{torch.get_num_threads()} threads), classical methods on the CPU")
     return render("Table 7: efficiency", convention, rows, ["Params", "FLOPs (G)", "Time (ms)"], [],
                   notes_only=True)
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "CPU"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -268,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     methods, nets = build_methods(args, device)
-    keep_freed_memory()  # as test.py runs the networks, so Table 7 times them as a user gets them
+    inference.keep_freed_memory()  # as test.py runs the networks, so Table 7 times them as a user gets them
     args.out_dir.mkdir(parents=True, exist_ok=True)
     rows, outputs = [], {}
     if "6" in args.tables:

@@ -20,6 +20,8 @@ from scipy.special import gamma as gamma_fn
 from skimage.metrics import mean_squared_error, peak_signal_noise_ratio, structural_similarity
 from torch.utils.flop_counter import FlopCounterMode
 
+from files import to_uint8
+
 BRISQUE_DIR = Path("/usr/share/opencv4/quality")
 NIQE_PARAMS = Path(__file__).resolve().parent / "metrics_data" / "niqe_pris_params.npz"
 
@@ -36,11 +38,6 @@ GAP_CONVENTION = ("scikit-image, uint8; -Y: luminance only (Y of MATLAB's rgb2yc
                   "11x11 Gaussian, border excluded); "
                   "GT-mean: each output rescaled so its mean equals its ground truth's, then scored as in Table 6; "
                   "per-image mean")
-
-
-def to_uint8(img: np.ndarray) -> np.ndarray:
-    """What torchvision's save_image writes (the authors' writer): clamp to [0, 1], x*255 + 0.5, truncate."""
-    return (np.clip(img, 0, 1) * 255 + 0.5).astype(np.uint8)
 
 
 def luma(img: np.ndarray) -> np.ndarray:
@@ -187,14 +184,12 @@ def count_params(model: torch.nn.Module) -> int:
 def count_flops(model: torch.nn.Module, height: int = 900, width: int = 1200) -> int:
     """FLOPs of one forward pass on a 1x3xHxW input as torch.utils.flop_counter counts them: convolutions and
     matmuls only (2 FLOPs per multiply-add); resizes, activations and RIE's elementwise steps are not counted.
-
-    Counts the op-by-op `plain_forward` where the model has one: EnhanceNet's fused inference path computes the
-    same function but widens x_r with a matmul against an interpolation matrix, which the counter would add.
+    Counts the model's own op-by-op forward, not inference.enhance, whose PyTorch path widens x_r with a matmul
+    against an interpolation matrix that the counter would add.
     """
-    forward = getattr(model, "plain_forward", model)
     x = torch.rand(1, 3, height, width, device=next(model.parameters()).device)
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        forward(x)
+        model(x)
     return counter.get_total_flops()
 
 
@@ -226,3 +221,14 @@ def time_per_image(fn, height: int = 900, width: int = 1200, warmup: int = 3, re
     x = torch.rand(1, 3, height, width, device=device)
     with torch.no_grad():
         return median_seconds(lambda: fn(x), warmup, repeats, device)
+
+
+def cpu_name() -> str:
+    """The CPU's model name from /proc/cpuinfo, or \"CPU\" where there is none."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "CPU"

@@ -9,88 +9,24 @@ Exit status: 0 when every file was enhanced, 1 when some were skipped (each name
 setup error (missing folder or weights) that stops the run before it starts.
 """
 import argparse
-import ctypes
-import os
 import sys
 import time
-import uuid
 from collections import deque
-from collections.abc import Callable, Collection
+from collections.abc import Callable
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import BinaryIO
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps
 from tqdm import tqdm
 
+import inference
+from files import IMAGE_EXTENSIONS, BadInputError, find_inputs, read_image, to_uint8, write_image
 from model import load_enhance_net
 from video import VIDEO_EXTENSIONS, VideoError, enhance_video
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
-SIXTEEN_BIT_MODES = frozenset({"I", "I;16", "I;16B", "I;16L", "I;16N"})
-SAVE_OPTIONS = {"JPEG": {"quality": 95}, "WEBP": {"quality": 95}}
-
-
 class SetupError(Exception):
     """A problem that stops the whole run before it starts (exit status 2)."""
-
-
-class BadInputError(Exception):
-    """One input file that cannot be read; the run skips it and goes on (exit status 1)."""
-
-
-def read_image(path: Path) -> np.ndarray:
-    """An HxWx3 float32 RGB array in [0, 1]: EXIF orientation applied; gray, alpha, palette and 16-bit made RGB."""
-    try:
-        with Image.open(path) as img:
-            img = ImageOps.exif_transpose(img)
-            img.load()
-    except Image.DecompressionBombError as e:
-        raise BadInputError(f"{path}: too large to decode safely ({e})") from None
-    except (OSError, SyntaxError, ValueError) as e:
-        reason = "empty file" if path.stat().st_size == 0 else f"not a readable image ({e})"
-        raise BadInputError(f"{path}: {reason}") from None
-    if img.mode in SIXTEEN_BIT_MODES:
-        gray = np.asarray(img, dtype=np.float32) / 65535.0
-        return np.repeat(np.clip(gray, 0.0, 1.0)[..., None], 3, axis=2)
-    if img.mode == "P":
-        img = img.convert("RGBA")
-    return np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0
-
-
-def to_uint8(image: torch.Tensor) -> np.ndarray:
-    """A 3xHxW tensor in [0, 1] as HxWx3 uint8, rounded as torchvision's save_image does (the authors' writer)."""
-    return image.mul(255).add_(0.5).clamp_(0, 255).permute(1, 2, 0).to("cpu", torch.uint8).numpy()
-
-
-def write_atomically(path: Path, write: Callable[[BinaryIO], None]) -> None:
-    """Call `write` on a temporary file beside `path`, then rename it into place: `path` only ever holds an old
-    file or the whole new one. The file gets the usual permissions (0666 less the umask)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        with open(tmp, "xb") as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def write_image(array: np.ndarray, path: Path) -> None:
-    """Write an HxWx3 uint8 image atomically, in the format its suffix names."""
-    image_format = Image.registered_extensions()[path.suffix.lower()]
-    write_atomically(path, lambda f: Image.fromarray(array).save(f, format=image_format,
-                                                                 **SAVE_OPTIONS.get(image_format, {})))
-
-
-def find_inputs(input_path: Path, extensions: Collection[str]) -> list[Path]:
-    """Files under `input_path` (or `input_path` itself) whose suffix is in `extensions`, sorted."""
-    if input_path.is_file():
-        return [input_path] if input_path.suffix.lower() in extensions else []
-    return sorted(p for p in input_path.rglob("*") if p.is_file() and p.suffix.lower() in extensions)
 
 
 def plan_outputs(inputs: list[Path], input_path: Path, test_dir: Path, output_format: str) -> dict[Path, Path]:
@@ -128,7 +64,7 @@ def load_for_model(path: Path) -> np.ndarray:
 
 
 def save_output(image: torch.Tensor, path: Path) -> None:
-    write_image(to_uint8(image), path)
+    write_image(to_uint8(image).permute(1, 2, 0).numpy(), path)
 
 
 class InlineExecutor(Executor):
@@ -206,23 +142,6 @@ def enhance_images(model: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Ten
     return done, skipped, model_seconds
 
 
-M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters
-KEEP_FREED_BYTES = 2**30
-
-
-def keep_freed_memory() -> None:
-    """Have glibc keep up to 1 GiB of freed memory for the next image instead of handing it back to the OS.
-
-    By default glibc unmaps large freed blocks, so every image's tensors page-fault in afresh; on the 2-core VM of
-    the README's speed table that took longer than the whole model. Does nothing where libc is not glibc.
-    """
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:
-        return
-    libc.mallopt(M_TRIM_THRESHOLD, KEEP_FREED_BYTES)
-    libc.mallopt(M_MMAP_THRESHOLD, KEEP_FREED_BYTES)
-
 def finish_write(dst: Path, future, skipped: list[str]) -> int:
     """1 once the output is written; 0, with a line naming it, when writing failed (the run goes on)."""
     try:
@@ -283,8 +202,8 @@ def run(args: argparse.Namespace) -> int:
     plan = plan_outputs(find_inputs(args.input_dir, IMAGE_EXTENSIONS), args.input_dir, args.test_dir,
                         args.output_format)
     video_plan = plan_outputs(find_inputs(args.input_dir, VIDEO_EXTENSIONS), args.input_dir, args.test_dir, "same")
-    forward = torch.compile(model.plain_forward) if args.compile else model
-    keep_freed_memory()
+    forward = torch.compile(model) if args.compile else inference.forward_for(model)
+    inference.keep_freed_memory()
     start = time.perf_counter()
     with torch.inference_mode():
         done, skipped, model_seconds = enhance_images(forward, plan, device, args.batch_size, args.num_workers)

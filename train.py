@@ -15,6 +15,7 @@ import os
 import random
 import signal
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -27,9 +28,9 @@ from tqdm import tqdm
 
 from dataloader import DataError, LowLightDataset
 from loss import LOSS_FORMS, WEIGHTS, SGZLoss
-from model import EnhanceNet, extract_state_dict, init_weights, load_enhance_net, read_checkpoint
+from files import extract_state_dict, read_checkpoint, write_atomically
+from model import EnhanceNet, init_weights, load_enhance_net
 from segmentation import BN_MODES, USS, SegWeightsError
-from test import write_atomically
 
 
 class TrainingDiverged(Exception):
@@ -75,6 +76,12 @@ def build_parser() -> argparse.ArgumentParser:
     a("--image_size", type=int, default=512, help="training images are resized to this square "
       "(default: 512, authors' code)")
     a("--resume", default=None, help="a last.pth to continue from: model, optimizer, epoch, step, RNG state")
+    a("--init", default="code", choices=["code", "paper"], help="EFE init: code = PyTorch's default, as the "
+      "authors' train.py (it never calls its weights_init); paper = N(0, 0.02), zero biases (default: code)")
+    a("--amp", action="store_true", help="CUDA only: float16 autocast, GradScaler and channels_last; the authors "
+      "train in float32 (default: off)")
+    a("--dry_run", action="store_true", help="one step on one batch in this process, nothing written but a log "
+      "line: a quick check of data, weights and flags (default: off)")
     return p
 
 
@@ -120,127 +127,202 @@ def train(args: argparse.Namespace) -> list[float]:
     """Train as `args` say; returns rank 0's mean total loss of each epoch this call ran."""
     rank, world, device = setup_device(args.device)
     try:
-        return _train(args, rank, world, device)
+        run = build(args, rank, world, device)
+        if args.dry_run:
+            return [dry_run(run)]
+        if args.resume:
+            resume(run, args.resume)
+        return train_epochs(run)
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()
 
 
-def _train(args, rank: int, world: int, device: torch.device) -> list[float]:
+@dataclass
+class TrainingRun:
+    """Everything one training run holds; `position` is where it stands (what last.pth records)."""
+    args: argparse.Namespace
+    rank: int
+    world: int
+    device: torch.device
+    dataset: LowLightDataset
+    model: EnhanceNet
+    net: torch.nn.Module  # `model`, or its DistributedDataParallel wrapper
+    criterion: SGZLoss
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    sem_weight: float
+    position: dict = field(default_factory=lambda: {"epoch": 0, "batch": 0, "step": 0})
+    writer: SummaryWriter | None = None
+
+    @property
+    def lead(self) -> bool:
+        """Rank 0: the process that logs and writes checkpoints."""
+        return self.rank == 0
+
+    @property
+    def folder(self) -> Path:
+        return Path(self.args.snapshots_folder)
+
+    @property
+    def memory_format(self) -> torch.memory_format:
+        return torch.channels_last if self.args.amp else torch.contiguous_format
+
+
+def build(args: argparse.Namespace, rank: int, world: int, device: torch.device) -> TrainingRun:
+    """The dataset, network (initialised as --init says, or from --pretrain_dir), losses and optimizer."""
+    if args.amp and device.type != "cuda":
+        raise ValueError(f"--amp: float16 mixed precision needs a CUDA device, not {device}; leave it off")
     random.seed(args.seed)
     np.random.seed(args.seed)
     torch.manual_seed(args.seed)
-    folder = Path(args.snapshots_folder)
-    lead = rank == 0
-    dataset = LowLightDataset(args.lowlight_images_path, args.image_size, verbose=lead)
+    dataset = LowLightDataset(args.lowlight_images_path, args.image_size, verbose=rank == 0)
     if args.load_pretrain:
         model = load_enhance_net(args.pretrain_dir, args.scale_factor, args.conv_type).train()
     else:
         model = EnhanceNet(args.scale_factor, args.conv_type)
-        init_weights(model)
-    amp = device.type == "cuda"
-    memory_format = torch.channels_last if amp else torch.contiguous_format
-    model.to(device, memory_format=memory_format)
+        if args.init == "paper":
+            init_weights(model)
+    model.to(device, memory_format=torch.channels_last if args.amp else torch.contiguous_format)
     sem_weight = WEIGHTS[args.loss_form]["sem"] if args.sem_weight is None else args.sem_weight
     segmenter = USS(args.num_of_SegClass, args.seg_weights, args.bn_mode).to(device) if sem_weight else None
     criterion = SGZLoss(args.loss_form, args.patch_size, args.exp_level, sem_weight=sem_weight, segmenter=segmenter)
-    optimizer = torch.optim.Adam(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
-    scaler = torch.amp.GradScaler(device.type, enabled=amp)
-    pos = {"epoch": 0, "batch": 0, "step": 0}
-    if args.resume:
-        ckpt = read_checkpoint(args.resume)
-        missing = [key for key in ("model", "optimizer", "scaler", "rng", *pos) if key not in ckpt]
-        if missing:
-            raise ValueError(f"{args.resume}: not a train.py last.pth (no {', '.join(missing)}); to start from its "
-                             "weights use --load_pretrain --pretrain_dir instead of --resume")
-        model.load_state_dict(extract_state_dict(ckpt))
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scaler.load_state_dict(ckpt["scaler"])
-        pos = {k: ckpt[k] for k in pos}
-        set_rng_state(ckpt["rng"])
-    net = DistributedDataParallel(model, device_ids=[device] if amp else None) if world > 1 else model
-    sampler = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=args.seed)
-    writer = None
-    if lead:
-        folder.mkdir(parents=True, exist_ok=True)
-        resolved = dict(vars(args), sem_weight=sem_weight, device=str(device), world_size=world)
-        write_atomically(folder / "args.json", lambda f: f.write(json.dumps(resolved, indent=2).encode()))
-        writer = SummaryWriter(folder / "tensorboard")
-    preview = torch.stack([dataset[i] for i in range(min(4, len(dataset)))]).to(device)
+    net = model
+    if world > 1:
+        net = DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
+    return TrainingRun(args, rank, world, device, dataset, model, net, criterion,
+                       torch.optim.Adam(model.parameters(), lr=args.lr, weight_decay=args.weight_decay),
+                       torch.amp.GradScaler(device.type, enabled=args.amp), sem_weight)
 
-    def save(epoch: int) -> None:
-        """last.pth at the current position; EpochN.pth named, as the authors do, by the epoch in progress."""
-        if lead:
-            ckpt = dict(pos, model=model.state_dict(), optimizer=optimizer.state_dict(), scaler=scaler.state_dict(),
-                        args=vars(args), rng=rng_state())
-            write_atomically(folder / "last.pth", lambda f: torch.save(ckpt, f))
-            write_atomically(folder / f"Epoch{epoch}.pth", lambda f: torch.save(model.state_dict(), f))
 
+def resume(run: TrainingRun, path: str) -> None:
+    """Restore the model, optimizer, scaler, position and RNG state saved in a last.pth."""
+    ckpt = read_checkpoint(path)
+    missing = [key for key in ("model", "optimizer", "scaler", "rng", *run.position) if key not in ckpt]
+    if missing:
+        raise ValueError(f"{path}: not a train.py last.pth (no {', '.join(missing)}); to start from its "
+                         "weights use --load_pretrain --pretrain_dir instead of --resume")
+    run.model.load_state_dict(extract_state_dict(ckpt))
+    run.optimizer.load_state_dict(ckpt["optimizer"])
+    run.scaler.load_state_dict(ckpt["scaler"])
+    run.position = {k: ckpt[k] for k in run.position}
+    set_rng_state(ckpt["rng"])
+
+
+def train_step(run: TrainingRun, low: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """One optimizer step on a batch: (the loss terms, the gradient norm before clipping).
+
+    Raises TrainingDiverged, before the step, when the loss is not finite on any process.
+    """
+    low = low.to(run.device, non_blocking=True).contiguous(memory_format=run.memory_format)
+    with torch.autocast(run.device.type, enabled=run.args.amp):
+        enhanced, x_r = run.net(low)
+        terms = run.criterion(low, enhanced.float(), x_r.float())
+    bad = torch.tensor(float(not torch.isfinite(terms["total"]).item()), device=run.device)
+    if run.world > 1:
+        dist.all_reduce(bad)
+    if bad.item():
+        last = run.folder / "last.pth"
+        kept = f"the last good checkpoint is {last}" if last.is_file() else "no checkpoint was written yet"
+        raise TrainingDiverged(f"loss became {terms['total'].item()} at epoch {run.position['epoch'] + 1}, step "
+                               f"{run.position['step'] + 1}; stopped, {kept}")
+    run.optimizer.zero_grad(set_to_none=True)
+    run.scaler.scale(terms["total"]).backward()
+    run.scaler.unscale_(run.optimizer)
+    grad_norm = torch.nn.utils.clip_grad_norm_(run.model.parameters(), run.args.grad_clip_norm)
+    run.scaler.step(run.optimizer)
+    run.scaler.update()
+    return terms, grad_norm
+
+
+def save(run: TrainingRun, epoch: int) -> None:
+    """last.pth at the current position; EpochN.pth named, as the authors do, by the epoch in progress."""
+    if not run.lead:
+        return
+    ckpt = dict(run.position, model=run.model.state_dict(), optimizer=run.optimizer.state_dict(),
+                scaler=run.scaler.state_dict(), args=vars(run.args), rng=rng_state())
+    write_atomically(run.folder / "last.pth", lambda f: torch.save(ckpt, f))
+    write_atomically(run.folder / f"Epoch{epoch}.pth", lambda f: torch.save(run.model.state_dict(), f))
+
+
+def dry_run(run: TrainingRun) -> float:
+    """One step on the first batch, in this process, writing nothing; returns its total loss."""
+    low = torch.stack([run.dataset[i] for i in range(min(run.args.train_batch_size, len(run.dataset)))])
+    terms, grad_norm = train_step(run, low)
+    print(f"dry run: one step on {len(low)} images of {run.args.image_size}x{run.args.image_size}, loss "
+          f"{terms['total'].item():.5f}, gradient norm {grad_norm.item():.4f}; nothing written")
+    return terms["total"].item()
+
+
+def train_epochs(run: TrainingRun) -> list[float]:
+    """Epochs from the current position to --num_epochs, with logs and checkpoints; Ctrl-C saves, then stops."""
+    args, pos = run.args, run.position
+    if run.lead:
+        run.folder.mkdir(parents=True, exist_ok=True)
+        resolved = dict(vars(args), sem_weight=run.sem_weight, device=str(run.device), world_size=run.world)
+        write_atomically(run.folder / "args.json", lambda f: f.write(json.dumps(resolved, indent=2).encode()))
+        run.writer = SummaryWriter(run.folder / "tensorboard")
+    preview = torch.stack([run.dataset[i] for i in range(min(4, len(run.dataset)))]).to(run.device)
+    sampler = DistributedSampler(run.dataset, num_replicas=run.world, rank=run.rank,
+                                 shuffle=True, seed=args.seed)
     stop = []
-    previous_handler = signal.signal(signal.SIGINT, lambda *_: stop.append(True)) if lead else None
+    previous_handler = signal.signal(signal.SIGINT, lambda *_: stop.append(True)) if run.lead else None
     epoch_means = []
     try:
         for epoch in range(pos["epoch"], args.num_epochs):
             sampler.set_epoch(epoch)
             order = list(sampler)[pos["batch"] * args.train_batch_size:]
-            loader = DataLoader(dataset, args.train_batch_size, sampler=order, num_workers=args.num_workers,
-                                pin_memory=amp, worker_init_fn=seed_worker,
+            loader = DataLoader(run.dataset, args.train_batch_size, sampler=order, num_workers=args.num_workers,
+                                pin_memory=run.device.type == "cuda", worker_init_fn=seed_worker,
                                 generator=torch.Generator().manual_seed(args.seed + epoch))
             totals = []
-            bar = tqdm(loader, desc=f"epoch {epoch + 1}/{args.num_epochs}", disable=not lead, dynamic_ncols=True)
+            bar = tqdm(loader, desc=f"epoch {epoch + 1}/{args.num_epochs}", disable=not run.lead, dynamic_ncols=True)
             for low in bar:
-                low = low.to(device, non_blocking=True).contiguous(memory_format=memory_format)
-                with torch.autocast(device.type, enabled=amp):
-                    enhanced, x_r = net(low)
-                    terms = criterion(low, enhanced.float(), x_r.float())
-                bad = torch.tensor(float(not torch.isfinite(terms["total"]).item()), device=device)
-                if world > 1:
-                    dist.all_reduce(bad)
-                if bad.item():
-                    last = folder / "last.pth"
-                    kept = f"the last good checkpoint is {last}" if last.is_file() else "no checkpoint was written yet"
-                    raise TrainingDiverged(f"loss became {terms['total'].item()} at epoch {epoch + 1}, step "
-                                           f"{pos['step'] + 1}; stopped, {kept}")
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(terms["total"]).backward()
-                scaler.unscale_(optimizer)
-                grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip_norm)
-                scaler.step(optimizer)
-                scaler.update()
+                terms, grad_norm = train_step(run, low)
                 pos["step"] += 1
                 pos["batch"] += 1
                 totals.append(terms["total"].item())
-                if lead and pos["step"] % args.display_iter == 0:
-                    for name, value in terms.items():
-                        writer.add_scalar(f"loss/{name}", value.item(), pos["step"])
-                    writer.add_scalar("lr", optimizer.param_groups[0]["lr"], pos["step"])
-                    writer.add_scalar("grad_norm", grad_norm.item(), pos["step"])
+                if run.lead and pos["step"] % args.display_iter == 0:
+                    log_step(run, terms, grad_norm)
                     bar.set_postfix(loss=f"{totals[-1]:.4f}")
                 if pos["step"] % args.snapshot_iter == 0:
-                    save(epoch)
+                    save(run, epoch)
                 if stop:
                     raise KeyboardInterrupt
             pos["epoch"], pos["batch"] = epoch + 1, 0
             epoch_means.append(float(np.mean(totals)))
-            save(epoch)
-            if lead:
-                with torch.no_grad():
-                    shown, shown_r = model(preview)
-                writer.add_images("enhanced", shown.clamp(0, 1), pos["step"])
-                writer.add_images("x_r", (shown_r + 1) / 2, pos["step"])
-                writer.add_scalar("loss/epoch_mean_total", epoch_means[-1], pos["epoch"])
-                tqdm.write(f"epoch {epoch + 1}: mean loss {epoch_means[-1]:.5f}, saved {folder / 'last.pth'}")
+            save(run, epoch)
+            if run.lead:
+                log_epoch(run, preview, epoch_means[-1])
     except KeyboardInterrupt:
-        save(pos["epoch"])
-        if lead:
-            print(f"interrupted: saved {folder / 'last.pth'}; go on with --resume {folder / 'last.pth'}",
+        save(run, pos["epoch"])
+        if run.lead:
+            print(f"interrupted: saved {run.folder / 'last.pth'}; go on with --resume {run.folder / 'last.pth'}",
                   file=sys.stderr)
         raise
     finally:
-        if lead:
+        if run.lead:
             signal.signal(signal.SIGINT, previous_handler)
-            writer.close()
+            run.writer.close()
     return epoch_means
+
+
+def log_step(run: TrainingRun, terms: dict[str, torch.Tensor], grad_norm: torch.Tensor) -> None:
+    step = run.position["step"]
+    for name, value in terms.items():
+        run.writer.add_scalar(f"loss/{name}", value.item(), step)
+    run.writer.add_scalar("lr", run.optimizer.param_groups[0]["lr"], step)
+    run.writer.add_scalar("grad_norm", grad_norm.item(), step)
+
+
+def log_epoch(run: TrainingRun, preview: torch.Tensor, mean_loss: float) -> None:
+    """The epoch's mean loss, and the preview images enhanced, to TensorBoard; one line to the terminal."""
+    with torch.no_grad():
+        shown, shown_r = run.model(preview)
+    run.writer.add_images("enhanced", shown.clamp(0, 1), run.position["step"])
+    run.writer.add_images("x_r", (shown_r + 1) / 2, run.position["step"])
+    run.writer.add_scalar("loss/epoch_mean_total", mean_loss, run.position["epoch"])
+    tqdm.write(f"epoch {run.position['epoch']}: mean loss {mean_loss:.5f}, saved {run.folder / 'last.pth'}")
 
 
 def main(argv: list[str] | None = None) -> None:

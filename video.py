@@ -12,7 +12,6 @@ an odd size exactly), and lossless RGB (libx264rgb) at `crf=0`. A container that
 audio (AVI, WebM) is written as Matroska (.mkv) instead.
 """
 import io
-import os
 import queue
 import threading
 import time
@@ -26,6 +25,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+import inference
+from files import atomic_path, to_uint8
 from model import EnhanceNet
 
 VIDEO_EXTENSIONS = frozenset({".mp4", ".mov", ".mkv", ".avi", ".webm"})
@@ -75,27 +76,27 @@ class FrameEnhancer:
         if not 0.0 <= temporal_smoothing < 1.0:
             raise ValueError(f"temporal_smoothing must be in [0, 1), not {temporal_smoothing}")
         self.model, self.device, self.alpha = model, torch.device(device), temporal_smoothing
-        self.factor = None
+        self.forward = inference.forward_for(model)
+        self.x_r_low = None
 
     @torch.inference_mode()
     def __call__(self, frames: np.ndarray) -> np.ndarray:
         """NxHxWx3 uint8 RGB -> NxHxWx3 uint8 RGB, enhanced."""
         x = torch.from_numpy(frames).to(self.device).permute(0, 3, 1, 2).contiguous().float().div_(255)
         if self.alpha == 0:
-            y = self.model(x)[0]  # under inference_mode: EnhanceNet's fused path
+            y = self.forward(x)[0]
         else:
             y = torch.cat([self._smoothed(frame[None]) for frame in x])
-        # rounded half up, as test.to_uint8 writes images (torchvision's save_image, the authors' writer)
-        return y.mul_(255).add_(0.5).clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+        return to_uint8(y).permute(0, 2, 3, 1).cpu().numpy()
 
     def _smoothed(self, x: torch.Tensor) -> torch.Tensor:
         """The EMA runs on the EFE's low-resolution factor: bilinear upsampling is linear, so this equals the EMA
-        of the full-resolution x_r, at a fraction of the memory, and the fused path does the rest."""
-        factor = self.model.fused_low_resolution_factor(x)
-        if self.factor is not None:
-            factor.mul_(1 - self.alpha).add_(self.factor, alpha=self.alpha)
-        self.factor = factor
-        return self.model.fused_forward(x, factor)[0]
+        of the full-resolution x_r, at a fraction of the memory, and inference.enhance does the rest."""
+        x_r_low = inference.low_resolution_factor(self.model, x)
+        if self.x_r_low is not None:
+            x_r_low.mul_(1 - self.alpha).add_(self.x_r_low, alpha=self.alpha)
+        self.x_r_low = x_r_low
+        return inference.enhance(self.model, x, x_r_low)[0]
 
 
 def _one_line(e: BaseException) -> str:
@@ -196,9 +197,7 @@ def enhance_video(model: EnhanceNet, src: Path, dst: Path, *, device: torch.devi
         dst = output_path(dst, [s.codec_context.codec.canonical_name for s in in_audio])
         if dst.resolve() == src.resolve():
             raise VideoError(f"{src}: the output would overwrite the input; choose another --test_dir")
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dst.with_name(f".{dst.name}.{os.getpid()}.{threading.get_ident()}.partial")
-        try:
+        with atomic_path(dst) as tmp:
             with av.open(str(tmp), "w", format=CONTAINERS[dst.suffix.lower()]) as output:
                 _add_video_stream(output, in_video, crf, _rotation(src))
                 for stream in in_audio:
@@ -206,9 +205,6 @@ def enhance_video(model: EnhanceNet, src: Path, dst: Path, *, device: torch.devi
                 frames, duration, error = _run(container, output, enhance, batch_size, progress, src)
             if frames == 0:
                 raise VideoError(f"{src}: no frame could be decoded ({error or 'empty video stream'})")
-            os.replace(tmp, dst)
-        finally:
-            tmp.unlink(missing_ok=True)
     finally:
         container.close()
     return VideoReport(dst, frames, time.perf_counter() - start, duration, error)

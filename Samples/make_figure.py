@@ -17,11 +17,10 @@ from PIL import Image, ImageDraw
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+import inference  # noqa: E402
 from baselines import CLASSICAL, load_zero_dce  # noqa: E402
-from evaluate import network_method  # noqa: E402
-from metrics import to_uint8  # noqa: E402
+from files import IMAGE_EXTENSIONS, read_image, to_uint8, write_image  # noqa: E402
 from model import load_enhance_net  # noqa: E402
-from test import IMAGE_EXTENSIONS, read_image, write_image  # noqa: E402
 
 LABEL_HEIGHT = 22
 
@@ -37,7 +36,7 @@ def build_methods(args: argparse.Namespace) -> dict:
             continue
         load = load_zero_dce if label == "Zero-DCE" else load_enhance_net
         try:
-            methods[label] = network_method(load(path), device)
+            methods[label] = inference.numpy_enhancer(load(path), device)
         except (FileNotFoundError, ValueError) as e:
             print(f"{label} left out: {e}", file=sys.stderr)
     return methods | CLASSICAL

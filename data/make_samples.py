@@ -6,12 +6,16 @@ scaled to at most 512 px, darkened with a gamma curve and an exposure scale, giv
 files. Usage: python data/make_samples.py [--out data/test_data/samples]
 """
 import argparse
-import os
+import sys
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 from skimage import data
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from files import to_uint8, write_atomically  # noqa: E402
 
 # name in skimage.data -> licence as its docstring states it
 SOURCES = {
@@ -32,7 +36,7 @@ def darken(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """uint8 RGB -> uint8 RGB low-light version."""
     x = EXPOSURE * (image.astype(np.float64) / 255.0) ** GAMMA
     x = rng.poisson(x * PHOTONS) / PHOTONS + rng.normal(0.0, READ_NOISE, x.shape)
-    return (np.clip(x, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+    return to_uint8(x)
 
 
 def main() -> None:
@@ -47,9 +51,7 @@ def main() -> None:
         image.thumbnail((MAX_SIDE, MAX_SIDE), Image.LANCZOS)
         low = Image.fromarray(darken(np.asarray(image), rng))
         path = out / f"{name}.png"
-        tmp = path.with_name(path.name + ".tmp")
-        low.save(tmp, format="PNG", optimize=True)
-        os.replace(tmp, path)
+        write_atomically(path, lambda f: low.save(f, format="PNG", optimize=True))
         print(f"{path}  {low.size[0]}x{low.size[1]}  mean {np.asarray(low).mean() / 255:.3f}  from skimage.data."
               f"{name}, {licence}")
 

@@ -1,8 +1,11 @@
-"""Shared test helpers: where ../shared is, a marker for tests that need it, and one torch thread per test."""
+"""Shared test helpers: where ../shared is, a marker for tests that need it, a random network, and one torch
+thread per test."""
 from pathlib import Path
 
 import pytest
 import torch
+
+from model import EnhanceNet, init_weights
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
@@ -11,6 +14,19 @@ requires_shared = pytest.mark.skipif(
     not (SHARED / "data").is_dir(),
     reason=f"needs the reference data in {SHARED} (present in CI, absent from a user's clone)",
 )
+
+# BRISQUE's model files, as Debian's opencv-data installs them (metrics.Brisque, evaluate.py)
+BRISQUE_FILES = [Path("/usr/share/opencv4/quality") / f"brisque_{kind}_live.yml" for kind in ("model", "range")]
+requires_brisque_model = pytest.mark.skipif(not all(f.is_file() for f in BRISQUE_FILES),
+                                            reason="needs Debian's opencv-data (apt-get install opencv-data)")
+
+
+def random_net(std: float = 0.2, conv_type: str = "dsc", scale_factor: int = 12, seed: int = 0) -> EnhanceNet:
+    """An EnhanceNet in eval mode with N(0, std) weights (0.2: x_r far from 0, so every step of RIE matters)."""
+    torch.manual_seed(seed)
+    net = EnhanceNet(scale_factor, conv_type)
+    init_weights(net, std)
+    return net.eval()
 
 
 @pytest.fixture(autouse=True, scope="session")

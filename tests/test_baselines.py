@@ -5,7 +5,7 @@ import torch
 from conftest import SHARED, requires_shared
 
 from baselines import CLASSICAL, ZeroDCENet, _smooth_illumination, gamma_correction, lime, load_zero_dce
-from test import read_image
+from files import read_image
 from metrics import count_params
 
 WEIGHTS = SHARED / "weights"

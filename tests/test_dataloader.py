@@ -53,3 +53,22 @@ def test_a_missing_or_empty_folder_is_one_clear_error(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(DataError, match="empty: no readable images"):
         LowLightDataset(tmp_path / "empty")
+
+
+def test_a_16_bit_png_trains_as_what_it_shows(tmp_path):
+    gray = np.tile(np.linspace(0, 65535, 64, dtype=np.uint16), (64, 1))
+    Image.fromarray(gray).save(tmp_path / "sixteen.png")
+    assert Image.open(tmp_path / "sixteen.png").mode == "I;16"
+    image = LowLightDataset(tmp_path, image_size=32, verbose=False)[0]
+    assert image.shape == (3, 32, 32) and torch.equal(image[0], image[2])
+    assert image.mean().item() == pytest.approx(0.5, abs=0.01) and image.min() < 0.02 and image.max() > 0.98
+
+
+def test_exif_orientation_is_applied_as_test_py_does(tmp_path):
+    upright = np.zeros((40, 20, 3), np.uint8)
+    upright[:10] = 200  # bright at the top
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored rotated: a viewer turns it 90 degrees clockwise
+    Image.fromarray(upright).rotate(90, expand=True).save(tmp_path / "turned.jpg", exif=exif, quality=95)
+    image = LowLightDataset(tmp_path, image_size=40, verbose=False)[0]
+    assert image[:, :10].mean() > 0.6 and image[:, 30:].mean() < 0.1

@@ -11,8 +11,9 @@ import torch
 from PIL import Image
 
 import test as enhance_script
-from bench_video import moving_frames, write_clip
+from clips import moving_frames, write_clip
 from conftest import ROOT, SHARED, requires_shared
+from files import to_uint8, write_image
 from model import EnhanceNet, init_weights, load_enhance_net
 
 OFFICIAL = SHARED / "weights" / "sgz_official_epoch99.pth"
@@ -35,10 +36,6 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
 
 def dark(size: tuple[int, int], seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 60, (size[1], size[0], 3), dtype=np.uint8)
-
-
-def test_the_script_is_this_repos_test_py():
-    assert Path(enhance_script.__file__).resolve() == ROOT / "test.py"
 
 
 @requires_shared
@@ -160,7 +157,7 @@ def test_failed_write_leaves_no_partial_file(tmp_path, monkeypatch):
 
     monkeypatch.setattr(Image.Image, "save", broken_save)
     with pytest.raises(OSError, match="disk full"):
-        enhance_script.write_image(dark((8, 8)), tmp_path / "out.png")
+        write_image(dark((8, 8)), tmp_path / "out.png")
     assert list(tmp_path.iterdir()) == []
 
 
@@ -176,8 +173,8 @@ def test_batching_and_worker_threads_give_each_image_its_own_output(tmp_path, ra
     net = load_enhance_net(random_weights)
     for i in range(8):
         x = torch.from_numpy(enhance_script.load_for_model(tmp_path / "in" / f"{i}.png"))[None]
-        with torch.enable_grad():
-            expected = enhance_script.to_uint8(net(x)[0][0].detach()).astype(np.int16)
+        with torch.inference_mode():
+            expected = to_uint8(net(x)[0][0]).permute(1, 2, 0).numpy().astype(np.int16)
         assert np.abs(np.asarray(Image.open(out / f"{i}.png"), dtype=np.int16) - expected).max() <= 1, i
 
 
@@ -210,6 +207,6 @@ def test_videos_in_the_folder_are_enhanced_beside_the_images_and_a_fake_one_is_n
 def test_outputs_get_the_usual_file_permissions(tmp_path):
     umask = os.umask(0o022)
     os.umask(umask)
-    enhance_script.write_image(dark((8, 8)), tmp_path / "out.png")
+    write_image(dark((8, 8)), tmp_path / "out.png")
     assert (tmp_path / "out.png").stat().st_mode & 0o777 == 0o666 & ~umask
     assert [p.name for p in tmp_path.iterdir()] == ["out.png"]

@@ -4,11 +4,11 @@ import csv
 import cv2
 import numpy as np
 import pytest
-from conftest import SHARED, requires_shared
+from conftest import SHARED, requires_brisque_model, requires_shared
 
 import metrics
 from evaluate import main
-from test import read_image
+from files import read_image
 
 DATA = SHARED / "data/test_data"
 WEIGHTS = SHARED / "weights"
@@ -25,6 +25,8 @@ def means(path) -> dict:
 def write(path, rgb: np.ndarray) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+
+pytestmark = requires_brisque_model  # every run of evaluate.py scores BRISQUE
 
 
 @pytest.fixture(scope="module")

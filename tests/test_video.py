@@ -1,4 +1,5 @@
 """video.py: streaming video enhancement keeps frames, timing and audio, survives bad input, and smooths on request."""
+import re
 from pathlib import Path
 
 import av
@@ -8,10 +9,10 @@ import torch
 from PIL import Image
 
 import bench_video
-from bench_video import FPS, brightness_flicker, flicker_frames, moving_frames, write_clip
+from clips import FPS, brightness_flicker, flicker_frames, moving_frames, write_clip
 from conftest import SHARED, requires_shared
 from model import EnhanceNet, init_weights, load_enhance_net, recurrent_enhance
-from test import to_uint8
+from files import to_uint8
 from video import FrameEnhancer, VideoError, enhance_video
 
 N = 24  # frames per clip: 0.8 s at 30 fps
@@ -109,7 +110,7 @@ def test_frames_are_rounded_as_test_py_writes_images():
     frames = np.zeros((2, 4, 255, 3), np.uint8)
     got = FrameEnhancer(HalfLevels(), torch.device("cpu"))(frames)
     levels = HalfLevels()(torch.zeros(1, 3, 4, 255))[0][0]
-    assert np.array_equal(got[0], to_uint8(levels)) and np.array_equal(got[1], got[0])
+    assert np.array_equal(got[0], to_uint8(levels).permute(1, 2, 0).numpy()) and np.array_equal(got[1], got[0])
     assert got[0, 0, 2, 0] == 3  # 2.5 goes up, as torchvision's save_image rounds, not to the even 2
 
 
@@ -200,9 +201,12 @@ def test_output_never_overwrites_the_input(tmp_path, model):
 
 def test_report_summary_names_frames_fps_and_real_time_factor(tmp_path, model):
     report = enhance(model, write_clip(tmp_path / "clip.mp4", moving_frames(64, 48, 6)))
-    assert report.realtime == pytest.approx(report.duration / report.seconds)
-    expected = f"6 frames in {report.seconds:.1f} s, {report.fps:.1f} fps, {report.realtime:.2f}x real time"
-    assert expected in report.summary()
+    assert report.frames == 6 and report.duration == pytest.approx(6 / FPS)
+    match = re.fullmatch(r".*clip\.mp4: 6 frames in ([\d.]+) s, ([\d.]+) fps, ([\d.]+)x real time", report.summary())
+    seconds, fps, realtime = map(float, match.groups())
+    assert seconds == pytest.approx(report.seconds, abs=0.05)
+    assert fps * report.seconds == pytest.approx(6, rel=0.01)
+    assert realtime * report.seconds == pytest.approx(6 / FPS, rel=0.01)
 
 
 def test_bench_video_runs_tiny(capsys):

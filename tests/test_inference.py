@@ -1,4 +1,5 @@
-"""cpu_kernel.c: EnhanceNet's C inference path equals its PyTorch math, on any thread count, and falls back cleanly."""
+"""inference.py: the fast paths (C kernel and banded PyTorch) equal EnhanceNet's plain math, on any thread count,
+and fall back cleanly; networks they do not fit are refused."""
 import os
 import shutil
 import warnings
@@ -6,28 +7,22 @@ import warnings
 import pytest
 import torch
 
-import cpu_kernel
-from conftest import ROOT
-from model import NUM_ITERATIONS, EnhanceNet, init_weights, load_enhance_net
+import inference
+from baselines import ZeroDCENet
+from conftest import ROOT, random_net
+from model import load_enhance_net
 
 requires_compiler = pytest.mark.skipif(shutil.which(os.environ.get("CC", "cc")) is None,
                                        reason="needs a C compiler (cc, or $CC) to build cpu_kernel.c")
-
-
-def random_net(std: float, conv_type: str = "dsc", scale_factor: int = 12) -> EnhanceNet:
-    torch.manual_seed(0)
-    net = EnhanceNet(scale_factor, conv_type).eval()
-    init_weights(net, std)
-    return net
 
 
 @pytest.fixture
 def fresh_cache(tmp_path, monkeypatch):
     """library() as on a machine that has never built the kernel: an empty cache folder, nothing memoised."""
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
-    cpu_kernel.library.cache_clear()
+    inference.library.cache_clear()
     yield tmp_path / "sgz"
-    cpu_kernel.library.cache_clear()
+    inference.library.cache_clear()
 
 
 @requires_compiler
@@ -40,7 +35,7 @@ def test_c_efe_equals_pytorch_efe(height, width, std, last_std):
     image = torch.rand(2, 3, height, width)
     with torch.inference_mode():
         expected = net.low_resolution_factor(image)
-        got = cpu_kernel.efe(cpu_kernel.library(NUM_ITERATIONS), list(net.parameters()), image, (height, width), 2)
+        got = inference.c_efe(inference.library(), list(net.parameters()), image, (height, width), 2)
     if last_std > 1 and height == 75:  # tanh's flat tails and its steep middle are both exercised
         assert (expected.abs() > 0.999).any() and (expected.abs() < 0.9).any()
     torch.testing.assert_close(got, expected, rtol=0, atol=1e-6 if last_std < 1 else 1e-5)
@@ -53,7 +48,7 @@ def test_c_downscaling_equals_pytorch_bilinear(height, width):
     x = torch.rand(2, 3, height, width)
     with torch.inference_mode():
         expected = net.low_resolution_factor(x)
-        got = cpu_kernel.efe(cpu_kernel.library(NUM_ITERATIONS), list(net.parameters()), x, net.downscale_size(x), 2)
+        got = inference.c_efe(inference.library(), list(net.parameters()), x, net.downscale_size(x), 2)
     torch.testing.assert_close(got, expected, rtol=0, atol=1e-6)
 
 
@@ -62,9 +57,9 @@ def test_our_snapshot_gives_the_same_image_through_c_and_pytorch():
     net = load_enhance_net(ROOT / "snapshots" / "sgz_ours.pth")
     x = torch.rand(1, 3, 396, 600) * 0.3
     with torch.inference_mode():
-        c, c_x_r = net.fused_forward(x)
-        plain, plain_x_r = net.plain_forward(x)
-    assert cpu_kernel.library_for(x, list(net.parameters()), NUM_ITERATIONS) is not None
+        c, c_x_r = inference.enhance(net, x)
+        plain, plain_x_r = net(x)
+    assert inference.kernel_for(x, list(net.parameters())) is not None
     torch.testing.assert_close(c_x_r, plain_x_r, rtol=0, atol=1e-6)
     torch.testing.assert_close(c, plain, rtol=0, atol=2e-6)
 
@@ -75,10 +70,10 @@ def test_results_do_not_depend_on_the_thread_count(conv_type):
     net = random_net(0.2, conv_type)
     x = torch.rand(3, 3, 123, 157)
     with torch.inference_mode():
-        one = net(x)
+        one = inference.enhance(net, x)
         torch.set_num_threads(2)
         try:
-            two = net(x)
+            two = inference.enhance(net, x)
         finally:
             torch.set_num_threads(1)
     assert torch.equal(one[0], two[0]) and torch.equal(one[1], two[1])
@@ -89,49 +84,90 @@ def test_strided_and_channels_last_inputs_give_the_contiguous_result():
     net = random_net(0.2)
     x = torch.rand(2, 3, 90, 240)
     with torch.inference_mode():
-        expected = net(x[..., ::2].contiguous())[0]
-        assert torch.equal(net(x[..., ::2])[0], expected)
-        assert torch.equal(net(x[..., ::2].contiguous(memory_format=torch.channels_last))[0], expected)
+        expected = inference.enhance(net, x[..., ::2].contiguous())[0]
+        assert torch.equal(inference.enhance(net, x[..., ::2])[0], expected)
+        assert torch.equal(inference.enhance(net, x[..., ::2].contiguous(memory_format=torch.channels_last))[0],
+                           expected)
 
 
 @requires_compiler
 def test_only_float32_on_a_cpu_uses_the_kernel():
     net = random_net(0.2)
     x = torch.rand(1, 3, 24, 36)
-    assert cpu_kernel.library_for(x, list(net.parameters()), NUM_ITERATIONS) is not None
-    assert cpu_kernel.library_for(x.double(), list(net.parameters()), NUM_ITERATIONS) is None
-    assert cpu_kernel.library_for(x, list(net.double().parameters()), NUM_ITERATIONS) is None
+    assert inference.kernel_for(x, list(net.parameters())) is not None
+    assert inference.kernel_for(x.double(), list(net.parameters())) is None
+    assert inference.kernel_for(x, list(net.double().parameters())) is None
 
 
 @requires_compiler
 def test_subnormal_flushing_stays_inside_the_kernel():
     net = load_enhance_net(ROOT / "snapshots" / "sgz_ours.pth")
     with torch.inference_mode():
-        net(torch.rand(1, 3, 48, 64))
+        inference.enhance(net, torch.rand(1, 3, 48, 64))
     tiny = torch.tensor([torch.finfo(torch.float32).tiny])
     assert (tiny / 4).item() > 0  # this thread still computes subnormals as PyTorch expects
 
 
 @requires_compiler
 def test_the_kernel_is_built_once_into_the_cache(fresh_cache):
-    kernel = cpu_kernel.library(NUM_ITERATIONS)
+    kernel = inference.library()
     assert kernel is not None
     built = list(fresh_cache.iterdir())
     assert len(built) == 1 and built[0].name.startswith("cpu_kernel-") and built[0].suffix == ".so"
     stamp = built[0].stat().st_mtime_ns
-    cpu_kernel.library.cache_clear()
-    assert cpu_kernel.library(NUM_ITERATIONS) is not None
+    inference.library.cache_clear()
+    assert inference.library() is not None
     assert list(fresh_cache.iterdir()) == built and built[0].stat().st_mtime_ns == stamp
 
 
 def test_without_a_compiler_it_warns_once_and_pytorch_gives_the_same_result(fresh_cache, monkeypatch):
     monkeypatch.setenv("CC", str(fresh_cache / "no-such-compiler"))
     with pytest.warns(UserWarning, match="could not build cpu_kernel.c .*slower PyTorch path"):
-        assert cpu_kernel.library(NUM_ITERATIONS) is None
+        assert inference.library() is None
     net = random_net(0.2)
     x = torch.rand(1, 3, 40, 52)
     with torch.inference_mode(), warnings.catch_warnings():
         warnings.simplefilter("error")
-        fused = net(x)[0]
+        fused = inference.enhance(net, x)[0]
     assert not fresh_cache.exists() or not list(fresh_cache.glob("*.so"))
-    torch.testing.assert_close(fused, net.plain_forward(x)[0], rtol=0, atol=1e-5)
+    torch.testing.assert_close(fused, net(x)[0], rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("c_kernel", [True, False], ids=["C", "PyTorch"])
+@pytest.mark.parametrize("shape, scale_factor", [((1, 3, 900, 1200), 12), ((2, 3, 397, 601), 12),
+                                                 ((3, 3, 5, 7), 12), ((2, 3, 64, 48), 1)])
+def test_fast_inference_equals_the_plain_math(shape, scale_factor, c_kernel):
+    net = random_net(scale_factor=scale_factor)
+    x = torch.rand(shape) * 0.5
+    with torch.inference_mode():
+        fast, fast_x_r = inference.enhance(net, x, c_kernel=c_kernel)
+        plain, x_r = net(x)
+    torch.testing.assert_close(fast_x_r, x_r, rtol=0, atol=1e-6)
+    torch.testing.assert_close(fast, plain, rtol=0, atol=2e-6)
+
+
+def test_the_forward_is_the_same_with_and_without_autograd():
+    net = random_net(0.2)
+    x = torch.rand(1, 3, 50, 70)
+    with torch.inference_mode():
+        without = net(x)[0]
+    assert torch.equal(net(x)[0].detach(), without)
+
+
+def test_networks_the_fast_paths_do_not_fit_are_refused():
+    with pytest.raises(TypeError, match="ZeroDCENet"):
+        inference.enhance(ZeroDCENet().eval(), torch.rand(1, 3, 24, 24))
+    zero_dce = ZeroDCENet().eval()
+    x = torch.rand(1, 3, 24, 24)
+    with torch.inference_mode():
+        assert torch.equal(inference.forward_for(zero_dce)(x)[0], zero_dce(x)[0])
+
+
+@requires_compiler
+def test_the_c_glue_checks_shapes_before_calling_c():
+    net = random_net()
+    x = torch.rand(1, 3, 48, 48)
+    with pytest.raises(ValueError, match="not a 'dsc' EnhanceNet"):
+        inference.c_efe(inference.library(), list(net.parameters())[:-1], x, (4, 4), 1)
+    with pytest.raises(ValueError, match="does not fit x"):
+        inference.c_enhance(inference.library(), x, torch.rand(1, 1, 4, 4), 1)

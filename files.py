@@ -1,0 +1,125 @@
+"""Files in and out, for every script: finding images, the one image reader, the one writer, the one uint8
+rounding, atomic writes and checkpoint reading. Imports no other module of this repo.
+"""
+import contextlib
+import os
+import uuid
+from collections.abc import Callable, Collection, Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+SIXTEEN_BIT_MODES = frozenset({"I", "I;16", "I;16B", "I;16L", "I;16N"})
+SAVE_OPTIONS = {"JPEG": {"quality": 95}, "WEBP": {"quality": 95}}
+
+
+class BadInputError(Exception):
+    """One input file that cannot be read; the message names it and says why in one line."""
+
+
+def find_inputs(input_path: Path, extensions: Collection[str]) -> list[Path]:
+    """Files under `input_path` (or `input_path` itself) whose suffix is in `extensions`, sorted."""
+    if input_path.is_file():
+        return [input_path] if input_path.suffix.lower() in extensions else []
+    return sorted(p for p in input_path.rglob("*") if p.is_file() and p.suffix.lower() in extensions)
+
+
+def open_image(path: Path) -> Image.Image:
+    """The decoded image in `path`, EXIF orientation applied. Raises BadInputError naming the file."""
+    try:
+        with Image.open(path) as img:
+            img = ImageOps.exif_transpose(img)
+            img.load()
+    except Image.DecompressionBombError as e:
+        raise BadInputError(f"{path}: too large to decode safely ({e})") from None
+    except (OSError, SyntaxError, ValueError) as e:
+        reason = "empty file" if path.stat().st_size == 0 else f"not a readable image ({e})"
+        raise BadInputError(f"{path}: {reason}") from None
+    return img
+
+
+def rgb_array(img: Image.Image) -> np.ndarray:
+    """An HxWx3 float32 RGB array in [0, 1]: gray, alpha, palette and 16-bit made RGB."""
+    if img.mode in SIXTEEN_BIT_MODES:
+        gray = np.asarray(img, dtype=np.float32) / 65535.0
+        return np.repeat(np.clip(gray, 0.0, 1.0)[..., None], 3, axis=2)
+    if img.mode == "P":
+        img = img.convert("RGBA")
+    return np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0
+
+
+def read_image(path: Path) -> np.ndarray:
+    """The image in `path` as HxWx3 float32 RGB in [0, 1] (see `open_image` and `rgb_array`)."""
+    return rgb_array(open_image(path))
+
+
+def to_uint8(image: torch.Tensor | np.ndarray) -> torch.Tensor | np.ndarray:
+    """Values in [0, 1] as uint8, rounded half up as torchvision's save_image (the authors' writer) does:
+    clamp(x * 255 + 0.5, 0, 255), truncated. Same type and shape as `image`."""
+    if isinstance(image, np.ndarray):
+        return to_uint8(torch.from_numpy(np.ascontiguousarray(image))).numpy()
+    return image.mul(255).add_(0.5).clamp_(0, 255).to(torch.uint8)
+
+
+@contextlib.contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """A temporary path beside `path` to write to; when the block ends without an exception it is renamed into
+    place, so `path` only ever holds an old file or the whole new one. Otherwise it is removed."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_atomically(path: Path, write: Callable[[BinaryIO], None]) -> None:
+    """Call `write` on a new file written atomically at `path` (see `atomic_path`), with the usual permissions
+    (0666 less the umask)."""
+    with atomic_path(path) as tmp, open(tmp, "xb") as f:
+        write(f)
+
+
+def write_image(array: np.ndarray, path: Path) -> None:
+    """Write an HxWx3 uint8 image atomically, in the format its suffix names."""
+    image_format = Image.registered_extensions()[path.suffix.lower()]
+    write_atomically(path, lambda f: Image.fromarray(array).save(f, format=image_format,
+                                                                 **SAVE_OPTIONS.get(image_format, {})))
+
+
+def read_checkpoint(path: str | Path) -> dict:
+    """The dict saved in `path`, loaded on the CPU with weights_only (no code runs from the file).
+
+    Raises FileNotFoundError when the file is missing and ValueError when it holds no dict of tensors.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such weight file")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise ValueError(f"{path}: not a PyTorch checkpoint ({type(e).__name__})") from e
+    if not isinstance(checkpoint, dict):
+        raise ValueError(f"{path}: not a state dict")
+    return checkpoint
+
+
+def strip_prefixes(state: dict, *prefixes: str) -> dict:
+    """`state` with each key's leading `prefixes` removed in order (DataParallel's "module.", ...)."""
+    def strip(key: str) -> str:
+        for prefix in prefixes:
+            key = key.removeprefix(prefix)
+        return key
+    return {strip(k): v for k, v in state.items()}
+
+
+def extract_state_dict(checkpoint: dict) -> dict:
+    """The network's state dict from a bare state dict, a DataParallel one, or a train.py checkpoint."""
+    if "model" in checkpoint and isinstance(checkpoint["model"], dict):
+        checkpoint = checkpoint["model"]
+    return strip_prefixes(checkpoint, "module.")

@@ -1,0 +1,243 @@
+"""Fast inference for `model.EnhanceNet`: the same math as its `forward`, without autograd, several times faster.
+
+    enhanced, x_r = inference.enhance(net, x)          # what test.py, video.py, evaluate.py and bench.py run
+
+On a CPU, for float32, it runs as C (cpu_kernel.c): the EFE with no per-operator overhead, then x_r's upsampling and
+the 8 RIE steps in one pass over memory with the recurrence in registers. cpu_kernel.c has no PyTorch headers: the
+system's C compiler (`$CC`, else `cc`) builds it on first use in about 2 seconds, into `$XDG_CACHE_HOME/sgz` (else
+~/.cache/sgz), keyed by source, compiler, flags and architecture. Without a working compiler it warns once and runs
+the PyTorch path: in bands of rows of one image small enough to stay in cache, in place, with each RIE step written
+as x <- x * ((1 - x_r) + x_r * x). Bilinear upsampling is separable: x_r is upsampled vertically once at low width,
+then horizontally band by band as a product with an interpolation matrix, which a CPU's matrix kernels run far
+faster than the bilinear kernel.
+"""
+import ctypes
+import functools
+import hashlib
+import itertools
+import os
+import platform
+import subprocess
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from files import atomic_path
+from model import NUM_FEATURES, NUM_ITERATIONS, EnhanceNet
+
+SOURCE = Path(__file__).with_name("cpu_kernel.c")
+FLAGS = ["-O3", "-shared", "-fPIC", "-std=gnu11"]
+# -fopenmp first; a compiler without OpenMP (Apple's clang) still builds a one-thread kernel.
+OPENMP_CHOICES = [["-fopenmp"], []]
+POINTER, INT = ctypes.c_void_p, ctypes.c_int
+EFE_ARGUMENTS = [POINTER, POINTER] + [INT] * 5 + [POINTER] * 8 + [INT]
+ENHANCE_ARGUMENTS = [POINTER] * 5 + [INT] * 6 + [POINTER] * 6 + [INT]
+SCRATCH_CHANNELS = 3 + 6 * NUM_FEATURES  # cpu_kernel.c's efe(): the small image and three skip buffers
+# Elements per band of the PyTorch path on CPU: 256 KB of float32, measured fastest on a 2-core Xeon.
+CPU_BAND_ELEMENTS = 2**18
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters
+KEEP_FREED_BYTES = 2**30
+GLIBC_DEFAULT_THRESHOLD = 128 * 1024
+
+
+def enhance(net: EnhanceNet, x: torch.Tensor, x_r_low: torch.Tensor | None = None,
+            c_kernel: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """`net(x)` for inference: (enhanced, x_r) for a Bx3xHxW image x in [0, 1], equal to float rounding.
+
+    `x_r_low` is the EFE's low-resolution output to use instead of computing it from x (video.py passes one
+    smoothed across frames). `c_kernel=False` forces the PyTorch path.
+    """
+    x = x.contiguous()  # a strided input is copied once here, not by the EFE and by RIE each
+    x_r_low = low_resolution_factor(net, x, c_kernel) if x_r_low is None else x_r_low
+    kernel = kernel_for(x, [x_r_low]) if c_kernel else None
+    if kernel is not None:
+        return c_enhance(kernel, x, x_r_low, torch.get_num_threads())
+    return banded_enhance(net, x, x_r_low)
+
+
+def low_resolution_factor(net: EnhanceNet, x: torch.Tensor, c_kernel: bool = True) -> torch.Tensor:
+    """`net.low_resolution_factor(x)` for inference: in C on a CPU where it can run, else in PyTorch."""
+    if type(net) is not EnhanceNet:
+        raise TypeError(f"inference runs model.EnhanceNet, not {type(net).__name__}: call the network itself")
+    parameters = list(net.parameters())
+    kernel = kernel_for(x, parameters) if c_kernel and net.conv_type == "dsc" else None
+    if kernel is None:
+        return net.low_resolution_factor(x)
+    return c_efe(kernel, parameters, x, net.downscale_size(x), torch.get_num_threads())
+
+
+def banded_enhance(net: EnhanceNet, x: torch.Tensor, x_r_low: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """x_r's upsampling and RIE in PyTorch, in bands of rows on a CPU (module docstring)."""
+    batch, channels, h, w = x.shape
+    widen = None
+    if net.scale_factor != 1:
+        x_r_low = F.interpolate(x_r_low, size=(h, x_r_low.shape[-1]), mode="bilinear", align_corners=True)
+        widen = linear_interpolation_matrix(x_r_low.shape[-1], w, x.device)
+    enhanced, x_r = torch.empty_like(x), torch.empty_like(x)
+    on_cpu = x.device.type == "cpu"
+    rows = max(1, CPU_BAND_ELEMENTS // (channels * w)) if on_cpu else h
+    images = [slice(i, i + 1) for i in range(batch)] if on_cpu else [slice(None)]
+    for image, top in itertools.product(images, range(0, h, rows)):
+        band = (image, slice(None), slice(top, top + rows))
+        r, y = x_r[band], enhanced[band]
+        r.copy_(x_r_low[band] if widen is None else x_r_low[band] @ widen)
+        y.copy_(x[band])
+        one_minus_r, step = 1 - r, torch.empty_like(y)
+        for _ in range(NUM_ITERATIONS):
+            torch.addcmul(one_minus_r, r, y, out=step)
+            y.mul_(step)
+    return enhanced, x_r
+
+
+def forward_for(net: torch.nn.Module):
+    """What inference runs for `net`: `enhance` for an EnhanceNet, else the network's own forward (Zero-DCE,
+    SCI, a user's module), each mapping x to (enhanced, _)."""
+    return functools.partial(enhance, net) if type(net) is EnhanceNet else net
+
+
+def numpy_enhancer(net: torch.nn.Module, device: torch.device):
+    """An HxWx3 float numpy -> HxWx3 float numpy enhancer running `forward_for(net)`."""
+    forward = forward_for(net)
+
+    def run(img: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            x = torch.from_numpy(img).permute(2, 0, 1)[None].to(device)
+            return forward(x)[0][0].permute(1, 2, 0).cpu().numpy()
+    return run
+
+
+def linear_interpolation_matrix(n_in: int, n_out: int, device: torch.device) -> torch.Tensor:
+    """The n_in x n_out matrix M with v @ M = 1-D linear interpolation of v, align_corners=True; the product
+    matches F.interpolate to float rounding."""
+    first, second, weight = interpolation_weights(n_in, n_out, True)
+    columns = torch.arange(n_out)
+    matrix = torch.zeros(n_in, n_out)
+    matrix.index_put_((first.long(), columns), 1 - weight, accumulate=True)
+    matrix.index_put_((second.long(), columns), weight, accumulate=True)
+    return matrix.to(device)
+
+
+@functools.lru_cache(maxsize=64)
+def interpolation_weights(n_in: int, n_out: int, align_corners: bool) -> tuple[torch.Tensor, ...]:
+    """1-D linear interpolation from n_in to n_out points: each output's two source indices (int32) and the weight
+    of the second (float32), computed in float32 as PyTorch's bilinear kernel computes them."""
+    if align_corners:
+        scale = torch.tensor(n_in - 1, dtype=torch.float32) / max(n_out - 1, 1)
+        source = torch.arange(n_out, dtype=torch.float32) * scale
+    else:
+        scale = torch.tensor(n_in, dtype=torch.float32) / n_out
+        source = ((torch.arange(n_out, dtype=torch.float32) + 0.5) * scale - 0.5).clamp(min=0)
+    first = source.floor().int().clamp(max=n_in - 1)
+    second = (first + 1).clamp(max=n_in - 1)
+    return first, second, (source - first).clamp(0, 1)
+
+
+def keep_freed_memory(keep: bool = True) -> None:
+    """Have glibc keep up to 1 GiB of freed memory for the next image instead of handing it back to the OS;
+    `keep=False` sets glibc's default thresholds (128 KiB) back.
+
+    By default glibc unmaps large freed blocks, so every image's tensors page-fault in afresh; on the 2-core VM of
+    the README's speed table that took longer than the whole model. Does nothing where libc is not glibc.
+    """
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return
+    for parameter in (M_TRIM_THRESHOLD, M_MMAP_THRESHOLD):
+        libc.mallopt(parameter, KEEP_FREED_BYTES if keep else GLIBC_DEFAULT_THRESHOLD)
+
+
+# The C kernel: building, loading and calling it.
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "sgz"
+
+
+def build(path: Path, flags: list[str]) -> None:
+    """Compile SOURCE into `path` atomically: a concurrent process sees no file or a whole one."""
+    with atomic_path(path) as partial:
+        subprocess.run([os.environ.get("CC", "cc"), *flags, str(SOURCE), "-o", str(partial), "-lm"],
+                       check=True, capture_output=True, timeout=300)
+
+
+@functools.cache
+def library() -> ctypes.CDLL | None:
+    """The kernel built for model.py's NUM_FEATURES and NUM_ITERATIONS, or None (with one warning) when it can't
+    be built."""
+    errors = []
+    for openmp in OPENMP_CHOICES:
+        flags = FLAGS + openmp + [f"-DNUM_ITERATIONS={NUM_ITERATIONS}", f"-DFEATURES={NUM_FEATURES}"]
+        build_line = " ".join([platform.machine(), os.environ.get("CC", "cc"), *flags])
+        key = hashlib.sha256(SOURCE.read_bytes() + build_line.encode()).hexdigest()[:16]
+        try:
+            path = cache_dir() / f"cpu_kernel-{key}.so"
+            if not path.is_file():
+                build(path, flags)
+            kernel = ctypes.CDLL(str(path))
+        except subprocess.CalledProcessError as e:
+            errors.append((e.stderr.decode(errors="replace").strip().splitlines() or ["failed"])[-1])
+            continue
+        except (OSError, RuntimeError, subprocess.SubprocessError) as e:  # RuntimeError: Path.home() unknown
+            errors.append(str(e))
+            break
+        kernel.efe.argtypes, kernel.efe.restype = EFE_ARGUMENTS, ctypes.c_int
+        kernel.enhance.argtypes, kernel.enhance.restype = ENHANCE_ARGUMENTS, None
+        return kernel
+    warnings.warn(f"cpu_kernel: could not build {SOURCE.name} ({errors[-1]}); EnhanceNet uses its slower PyTorch "
+                  "path on this CPU", stacklevel=2)
+    return None
+
+
+def kernel_for(x: torch.Tensor, tensors: list[torch.Tensor]) -> ctypes.CDLL | None:
+    """The kernel when it can run on x and `tensors` (all float32, on a CPU), else None."""
+    if all(t.device.type == "cpu" and t.dtype == torch.float32 for t in [x, *tensors]):
+        return library()
+    return None
+
+
+def check_efe_parameters(parameters: list[torch.Tensor]) -> None:
+    """Raise ValueError unless `parameters` are a "dsc" EnhanceNet's, in order: what cpu_kernel.c's efe() reads."""
+    n = NUM_FEATURES
+    blocks = [(3, n), (n, n), (n, n), (n, n), (2 * n, n), (2 * n, n), (2 * n, 3)]
+    expected = [shape for c_in, c_out in blocks
+                for shape in [(c_in, 1, 3, 3), (c_in,), (c_out, c_in, 1, 1), (c_out,)]]
+    shapes = [tuple(p.shape) for p in parameters]
+    if shapes != expected or not all(p.is_contiguous() for p in parameters):
+        raise ValueError(f"cpu_kernel.efe: parameters of shapes {shapes} are not a 'dsc' EnhanceNet's")
+
+
+def c_efe(kernel: ctypes.CDLL, parameters: list[torch.Tensor], image: torch.Tensor, size: tuple[int, int],
+          threads: int) -> torch.Tensor:
+    """The EFE's output x_r_low (N x 3 x h x w) on an N x 3 x H x W image resized bilinearly to size (h, w), with
+    align_corners=False as EnhanceNet.downscale; `parameters` are a "dsc" EnhanceNet's."""
+    check_efe_parameters(parameters)
+    image = image.contiguous()
+    (batch, _, image_height, image_width), (height, width) = image.shape, size
+    x_r_low = image.new_empty(batch, 3, height, width)
+    scratch = image.new_empty(SCRATCH_CHANNELS * height * width)
+    weights = [*interpolation_weights(image_height, height, False), *interpolation_weights(image_width, width, False)]
+    pointers = (ctypes.c_void_p * len(parameters))(*[p.data_ptr() for p in parameters])
+    if kernel.efe(image.data_ptr(), x_r_low.data_ptr(), batch, image_height, image_width, height, width,
+                  *[w.data_ptr() for w in weights], pointers, scratch.data_ptr(), threads):
+        raise MemoryError("cpu_kernel.efe: out of memory for its row buffers")
+    return x_r_low
+
+
+def c_enhance(kernel: ctypes.CDLL, x: torch.Tensor, x_r_low: torch.Tensor,
+              threads: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(enhanced, x_r) for an N x C x H x W image x, with x_r upsampled from the EFE's output x_r_low
+    (N x C x h x w) with align_corners=True, as EnhanceNet.enhancement_factor."""
+    x, x_r_low = x.contiguous(), x_r_low.contiguous()
+    if x_r_low.shape[:2] != x.shape[:2]:
+        raise ValueError(f"cpu_kernel.enhance: x_r_low of shape {tuple(x_r_low.shape)} does not fit x of shape "
+                         f"{tuple(x.shape)}")
+    enhanced, x_r = torch.empty_like(x), torch.empty_like(x)
+    wide = x.new_empty(*x_r_low.shape[:-1], x.shape[-1])
+    weights = [*interpolation_weights(x_r_low.shape[-2], x.shape[-2], True),
+               *interpolation_weights(x_r_low.shape[-1], x.shape[-1], True)]
+    kernel.enhance(*[t.data_ptr() for t in (x, enhanced, x_r, x_r_low, wide)], *x.shape, *x_r_low.shape[-2:],
+                   *[w.data_ptr() for w in weights], threads)
+    return enhanced, x_r
