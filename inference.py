@@ -54,7 +54,7 @@ def enhance(net: EnhanceNet, x: torch.Tensor, x_r_low: torch.Tensor | None = Non
     x_r_low = low_resolution_factor(net, x, c_kernel) if x_r_low is None else x_r_low
     kernel = kernel_for(x, [x_r_low]) if c_kernel else None
     if kernel is not None:
-        return c_enhance(kernel, x, x_r_low, torch.get_num_threads())
+        return c_enhance(kernel, x, x_r_low, net.crop_size(x), torch.get_num_threads())
     return banded_enhance(net, x, x_r_low)
 
 
@@ -66,7 +66,7 @@ def low_resolution_factor(net: EnhanceNet, x: torch.Tensor, c_kernel: bool = Tru
     kernel = kernel_for(x, parameters) if c_kernel and net.conv_type == "dsc" else None
     if kernel is None:
         return net.low_resolution_factor(x)
-    return c_efe(kernel, parameters, x, net.downscale_size(x), torch.get_num_threads())
+    return c_efe(kernel, parameters, x, net.crop_size(x), net.downscale_size(x), torch.get_num_threads())
 
 
 def banded_enhance(net: EnhanceNet, x: torch.Tensor, x_r_low: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -74,8 +74,10 @@ def banded_enhance(net: EnhanceNet, x: torch.Tensor, x_r_low: torch.Tensor) -> t
     batch, channels, h, w = x.shape
     widen = None
     if net.scale_factor != 1:
-        x_r_low = F.interpolate(x_r_low, size=(h, x_r_low.shape[-1]), mode="bilinear", align_corners=True)
-        widen = linear_interpolation_matrix(x_r_low.shape[-1], w, x.device)
+        crop_h, crop_w = net.crop_size(x)
+        x_r_low = F.interpolate(x_r_low, size=(crop_h, x_r_low.shape[-1]), mode="bilinear", align_corners=True)
+        x_r_low = F.pad(x_r_low, (0, 0, 0, h - crop_h), mode="replicate") if crop_h < h else x_r_low
+        widen = linear_interpolation_matrix(x_r_low.shape[-1], crop_w, w, x.device)
     enhanced, x_r = torch.empty_like(x), torch.empty_like(x)
     on_cpu = x.device.type == "cpu"
     rows = max(1, CPU_BAND_ELEMENTS // (channels * w)) if on_cpu else h
@@ -109,10 +111,10 @@ def numpy_enhancer(net: torch.nn.Module, device: torch.device):
     return run
 
 
-def linear_interpolation_matrix(n_in: int, n_out: int, device: torch.device) -> torch.Tensor:
-    """The n_in x n_out matrix M with v @ M = 1-D linear interpolation of v, align_corners=True; the product
-    matches F.interpolate to float rounding."""
-    first, second, weight = interpolation_weights(n_in, n_out, True)
+def linear_interpolation_matrix(n_in: int, n_crop: int, n_out: int, device: torch.device) -> torch.Tensor:
+    """The n_in x n_out matrix M with v @ M = `upsampling_weights`' interpolation of v; the product matches
+    F.interpolate then F.pad(mode="replicate") to float rounding."""
+    first, second, weight = upsampling_weights(n_in, n_crop, n_out)
     columns = torch.arange(n_out)
     matrix = torch.zeros(n_in, n_out)
     matrix.index_put_((first.long(), columns), 1 - weight, accumulate=True)
@@ -133,6 +135,14 @@ def interpolation_weights(n_in: int, n_out: int, align_corners: bool) -> tuple[t
     first = source.floor().int().clamp(max=n_in - 1)
     second = (first + 1).clamp(max=n_in - 1)
     return first, second, (source - first).clamp(0, 1)
+
+
+@functools.lru_cache(maxsize=64)
+def upsampling_weights(n_low: int, n_crop: int, n_out: int) -> tuple[torch.Tensor, ...]:
+    """x_r's upsampling along one side (EnhanceNet.enhancement_factor): `interpolation_weights` from n_low to the
+    crop's n_crop points with align_corners=True, the last point's repeated for the n_out - n_crop beyond it."""
+    weights = interpolation_weights(n_low, n_crop, True)
+    return tuple(torch.cat([w, w[-1:].expand(n_out - n_crop)]) for w in weights)
 
 
 def keep_freed_memory(keep: bool = True) -> None:
@@ -209,16 +219,18 @@ def check_efe_parameters(parameters: list[torch.Tensor]) -> None:
         raise ValueError(f"cpu_kernel.efe: parameters of shapes {shapes} are not a 'dsc' EnhanceNet's")
 
 
-def c_efe(kernel: ctypes.CDLL, parameters: list[torch.Tensor], image: torch.Tensor, size: tuple[int, int],
-          threads: int) -> torch.Tensor:
-    """The EFE's output x_r_low (N x 3 x h x w) on an N x 3 x H x W image resized bilinearly to size (h, w), with
-    align_corners=False as EnhanceNet.downscale; `parameters` are a "dsc" EnhanceNet's."""
+def c_efe(kernel: ctypes.CDLL, parameters: list[torch.Tensor], image: torch.Tensor, crop: tuple[int, int],
+          size: tuple[int, int], threads: int) -> torch.Tensor:
+    """The EFE's output x_r_low (N x 3 x h x w) on the top-left `crop` of an N x 3 x H x W image resized bilinearly
+    to size (h, w), with align_corners=False as EnhanceNet.downscale; `parameters` are a "dsc" EnhanceNet's."""
     check_efe_parameters(parameters)
     image = image.contiguous()
     (batch, _, image_height, image_width), (height, width) = image.shape, size
+    if not (0 < crop[0] <= image_height and 0 < crop[1] <= image_width):
+        raise ValueError(f"cpu_kernel.efe: crop {crop} does not fit an image of {image_height}x{image_width}")
     x_r_low = image.new_empty(batch, 3, height, width)
     scratch = image.new_empty(SCRATCH_CHANNELS * height * width)
-    weights = [*interpolation_weights(image_height, height, False), *interpolation_weights(image_width, width, False)]
+    weights = [*interpolation_weights(crop[0], height, False), *interpolation_weights(crop[1], width, False)]
     pointers = (ctypes.c_void_p * len(parameters))(*[p.data_ptr() for p in parameters])
     if kernel.efe(image.data_ptr(), x_r_low.data_ptr(), batch, image_height, image_width, height, width,
                   *[w.data_ptr() for w in weights], pointers, scratch.data_ptr(), threads):
@@ -226,18 +238,18 @@ def c_efe(kernel: ctypes.CDLL, parameters: list[torch.Tensor], image: torch.Tens
     return x_r_low
 
 
-def c_enhance(kernel: ctypes.CDLL, x: torch.Tensor, x_r_low: torch.Tensor,
+def c_enhance(kernel: ctypes.CDLL, x: torch.Tensor, x_r_low: torch.Tensor, crop: tuple[int, int],
               threads: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(enhanced, x_r) for an N x C x H x W image x, with x_r upsampled from the EFE's output x_r_low
-    (N x C x h x w) with align_corners=True, as EnhanceNet.enhancement_factor."""
+    (N x C x h x w) to the top-left `crop` and repeated beyond it, as EnhanceNet.enhancement_factor."""
     x, x_r_low = x.contiguous(), x_r_low.contiguous()
-    if x_r_low.shape[:2] != x.shape[:2]:
+    if x_r_low.shape[:2] != x.shape[:2] or not (0 < crop[0] <= x.shape[-2] and 0 < crop[1] <= x.shape[-1]):
         raise ValueError(f"cpu_kernel.enhance: x_r_low of shape {tuple(x_r_low.shape)} does not fit x of shape "
                          f"{tuple(x.shape)}")
     enhanced, x_r = torch.empty_like(x), torch.empty_like(x)
     wide = x.new_empty(*x_r_low.shape[:-1], x.shape[-1])
-    weights = [*interpolation_weights(x_r_low.shape[-2], x.shape[-2], True),
-               *interpolation_weights(x_r_low.shape[-1], x.shape[-1], True)]
+    weights = [*upsampling_weights(x_r_low.shape[-2], crop[0], x.shape[-2]),
+               *upsampling_weights(x_r_low.shape[-1], crop[1], x.shape[-1])]
     kernel.enhance(*[t.data_ptr() for t in (x, enhanced, x_r, x_r_low, wide)], *x.shape, *x_r_low.shape[-2:],
                    *[w.data_ptr() for w in weights], threads)
     return enhanced, x_r

@@ -47,8 +47,11 @@ def recurrent_enhance(x: torch.Tensor, x_r: torch.Tensor, iterations: int = NUM_
 class EnhanceNet(nn.Module):
     """EFE + RIE (paper Fig. 2). `forward(x)` maps a Bx3xHxW image in [0, 1] to `(enhanced, x_r)`.
 
-    The EFE runs on the input bilinearly downscaled by `scale_factor`; x_r is resized back to exactly HxW
-    (the authors' code instead upscales by `scale_factor`, so it crops inputs to multiples of it first).
+    The size rule (the authors' test scripts crop every input to a multiple of `scale_factor`): x_r is computed as
+    theirs on the largest top-left crop whose sides are multiples of `scale_factor` (a side shorter than it is
+    taken whole), downscaled by exactly `scale_factor` and upsampled back by it; the fewer than `scale_factor` rows
+    and columns beyond the crop take the nearest x_r. So the output keeps the input's size and equals the
+    authors' output wherever their script writes one.
     """
 
     def __init__(self, scale_factor: int = 12, conv_type: str = "dsc"):
@@ -64,16 +67,22 @@ class EnhanceNet(nn.Module):
         self.e_conv6 = make_conv(conv_type, n * 2, n)
         self.e_conv7 = make_conv(conv_type, n * 2, 3)
 
+    def crop_size(self, x: torch.Tensor) -> tuple[int, int]:
+        """The top-left crop x_r is computed on: each side floored to a multiple of `scale_factor`, or whole
+        where it is shorter than that."""
+        s = self.scale_factor
+        return tuple(side // s * s if side >= s else side for side in x.shape[-2:])
+
     def downscale_size(self, x: torch.Tensor) -> tuple[int, int]:
-        """The EFE's input size: x's divided by `scale_factor`, at least 1x1."""
-        h, w = x.shape[-2:]
-        return max(1, h // self.scale_factor), max(1, w // self.scale_factor)
+        """The EFE's input size: the crop's divided by `scale_factor`, at least 1x1."""
+        return tuple(max(1, side // self.scale_factor) for side in self.crop_size(x))
 
     def downscale(self, x: torch.Tensor) -> torch.Tensor:
-        """x bilinearly downscaled by `scale_factor`, the EFE's input."""
+        """The crop of x bilinearly downscaled by `scale_factor`, the EFE's input."""
         if self.scale_factor == 1:
             return x
-        return F.interpolate(x, size=self.downscale_size(x), mode="bilinear", align_corners=False)
+        h, w = self.crop_size(x)
+        return F.interpolate(x[..., :h, :w], size=self.downscale_size(x), mode="bilinear", align_corners=False)
 
     def low_resolution_factor(self, x: torch.Tensor) -> torch.Tensor:
         """EFE (paper §3.1) on x downscaled by `scale_factor`: x_r in [-1, 1], with symmetric skip concatenations."""
@@ -87,11 +96,14 @@ class EnhanceNet(nn.Module):
         return torch.tanh(self.e_conv7(torch.cat([x1, x6], 1)))
 
     def enhancement_factor(self, x: torch.Tensor) -> torch.Tensor:
-        """x_r at x's resolution. align_corners=True: the authors upsample with nn.UpsamplingBilinear2d."""
+        """x_r at x's resolution: upsampled to the crop with align_corners=True (the authors' nn.UpsamplingBilinear2d),
+        then its last row and column repeated over the rest of x."""
         x_r = self.low_resolution_factor(x)
         if self.scale_factor == 1:
             return x_r
-        return F.interpolate(x_r, size=x.shape[-2:], mode="bilinear", align_corners=True)
+        (h, w), (height, width) = self.crop_size(x), x.shape[-2:]
+        x_r = F.interpolate(x_r, size=(h, w), mode="bilinear", align_corners=True)
+        return F.pad(x_r, (0, width - w, 0, height - h), mode="replicate") if (h, w) != (height, width) else x_r
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """EFE then RIE, op by op: differentiable, and what torch.compile fuses best. inference.enhance runs the

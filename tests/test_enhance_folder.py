@@ -53,6 +53,32 @@ def test_outputs_match_the_authors_released_outputs_within_one_level(tmp_path):
 
 
 @requires_shared
+@pytest.mark.parametrize("weights, inputs, references, size, crop", [
+    ("sgz_official_epoch99.pth", "LOL/low", "sgz_official_lowCUT", (600, 400), (600, 396)),
+    ("zero_dce_pp_epoch99.pth", "real", "zero_dce_pp_official_real", (512, 512), (504, 504)),
+], ids=["SGZ-LOL", "Zero-DCE++-real"])
+def test_any_size_keeps_its_size_and_equals_the_authors_output_on_their_crop(tmp_path, weights, inputs, references,
+                                                                            size, crop):
+    """The authors' scripts crop to a multiple of 12 (lowCUT is LOL low's top 396 rows; Zero-DCE++'s script crops
+    real/'s 512x512 images to 504x504); test.py keeps the whole image and equals theirs on that crop."""
+    expected = sorted((SHARED / "parity" / references).glob("*.png"))
+    assert len(expected) in (15, 32)
+    (tmp_path / "in").mkdir()
+    for ref in expected:
+        (tmp_path / "in" / ref.name).symlink_to(SHARED / "data/test_data" / inputs / ref.name)
+    assert enhance_script.main(["--weight_dir", str(SHARED / "weights" / weights), "--input_dir", str(tmp_path / "in"),
+                                "--test_dir", str(tmp_path / "out"), "--device", "cpu"]) == 0
+    for ref in expected:
+        ours = Image.open(tmp_path / "out" / ref.name)
+        assert ours.size == size, ref.name
+        ours = np.asarray(ours, dtype=np.int16)[:crop[1], :crop[0]]
+        theirs = np.asarray(Image.open(ref).convert("RGB"), dtype=np.int16)
+        assert ours.shape == theirs.shape
+        assert np.abs(ours - theirs).max() <= 1, ref.name
+        assert (ours != theirs).mean() < 1e-4, ref.name
+
+
+@requires_shared
 @pytest.mark.parametrize("folder", ["LIME", "LOL/low"])
 def test_odd_and_full_size_images_come_out_at_their_own_size(tmp_path, folder):
     source = SHARED / "data/test_data" / folder

@@ -35,7 +35,7 @@ def test_c_efe_equals_pytorch_efe(height, width, std, last_std):
     image = torch.rand(2, 3, height, width)
     with torch.inference_mode():
         expected = net.low_resolution_factor(image)
-        got = inference.c_efe(inference.library(), list(net.parameters()), image, (height, width), 2)
+        got = inference.c_efe(inference.library(), list(net.parameters()), image, (height, width), (height, width), 2)
     if last_std > 1 and height == 75:  # tanh's flat tails and its steep middle are both exercised
         assert (expected.abs() > 0.999).any() and (expected.abs() < 0.9).any()
     torch.testing.assert_close(got, expected, rtol=0, atol=1e-6 if last_std < 1 else 1e-5)
@@ -48,7 +48,8 @@ def test_c_downscaling_equals_pytorch_bilinear(height, width):
     x = torch.rand(2, 3, height, width)
     with torch.inference_mode():
         expected = net.low_resolution_factor(x)
-        got = inference.c_efe(inference.library(), list(net.parameters()), x, net.downscale_size(x), 2)
+        got = inference.c_efe(inference.library(), list(net.parameters()), x, net.crop_size(x), net.downscale_size(x),
+                              2)
     torch.testing.assert_close(got, expected, rtol=0, atol=1e-6)
 
 
@@ -168,6 +169,8 @@ def test_the_c_glue_checks_shapes_before_calling_c():
     net = random_net()
     x = torch.rand(1, 3, 48, 48)
     with pytest.raises(ValueError, match="not a 'dsc' EnhanceNet"):
-        inference.c_efe(inference.library(), list(net.parameters())[:-1], x, (4, 4), 1)
+        inference.c_efe(inference.library(), list(net.parameters())[:-1], x, (48, 48), (4, 4), 1)
     with pytest.raises(ValueError, match="does not fit x"):
-        inference.c_enhance(inference.library(), x, torch.rand(1, 1, 4, 4), 1)
+        inference.c_enhance(inference.library(), x, torch.rand(1, 1, 4, 4), (48, 48), 1)
+    with pytest.raises(ValueError, match="does not fit"):
+        inference.c_efe(inference.library(), list(net.parameters()), x, (60, 48), (5, 4), 1)

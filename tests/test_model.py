@@ -67,6 +67,24 @@ def test_resizing_equals_the_authors_on_multiples_of_the_scale_factor():
     torch.testing.assert_close(net.enhancement_factor(x), authors_x_r, rtol=0, atol=1e-6)
 
 
+@pytest.mark.parametrize("size, crop", [((400, 600), (396, 600)), ((203, 301), (192, 300)), ((5, 30), (5, 24))])
+def test_any_size_equals_the_authors_on_the_crop_and_repeats_its_edge_beyond(size, crop):
+    net = random_net()
+    x = torch.rand(1, 3, *size)
+    h, w = crop
+    cropped = x[..., :h, :w]
+    small = EnhanceNet(scale_factor=1)
+    small.load_state_dict(net.state_dict())
+    authors_down = F.interpolate(cropped, size=(max(1, h // 12), w // 12), mode="bilinear", align_corners=False)
+    authors_x_r = F.interpolate(small(authors_down)[1], size=crop, mode="bilinear", align_corners=True)
+    with torch.no_grad():
+        enhanced, x_r = net(x)
+    torch.testing.assert_close(x_r[..., :h, :w], authors_x_r, rtol=0, atol=1e-6)
+    assert torch.equal(x_r[..., h:, :], x_r[..., h - 1:h, :].expand(-1, -1, size[0] - h, -1))
+    assert torch.equal(x_r[..., :, w:], x_r[..., :, w - 1:w].expand(-1, -1, -1, size[1] - w))
+    torch.testing.assert_close(enhanced, recurrent_enhance(x, x_r), rtol=0, atol=1e-6)
+
+
 @requires_shared
 def test_authors_and_zero_dce_pp_checkpoints_load_unchanged():
     for name in ["sgz_official_epoch99.pth", "zero_dce_pp_epoch99.pth"]:

@@ -100,6 +100,34 @@ def test_checkpoints_are_whole_files_in_the_authors_format_beside_the_resolved_a
     assert load(folder / "last.pth").keys() >= {"model", "optimizer", "epoch", "step", "batch", "rng", "args"}
     args = json.loads((folder / "args.json").read_text())
     assert args["sem_weight"] == 0 and args["world_size"] == 1 and args["lr"] == 1e-3 and args["image_size"] == 32
+    assert args["amp"] is False and args["init"] == "code"
+
+
+@pytest.mark.parametrize("init, weight_std, zero_biases", [("code", 0.18, False), ("paper", 0.02, True)])
+def test_init_code_is_pytorch_default_as_the_authors_and_paper_is_normal_002(tmp_path, init, weight_std,
+                                                                            zero_biases):
+    """The authors' train.py never calls its weights_init: their EFE starts from PyTorch's default init."""
+    run(tmp_path, "--num_epochs", "1", "--lr", "0", "--init", init)
+    weights = load(tmp_path / "Epoch0.pth")
+    assert weights["e_conv1.depth_conv.weight"].std().item() == pytest.approx(weight_std, rel=0.2)
+    biases = [v for k, v in weights.items() if k.endswith(".bias")]
+    assert all(b.eq(0).all() for b in biases) == zero_biases
+
+
+def test_amp_needs_cuda_and_is_off_by_default(tmp_path, capsys):
+    assert not train.build_parser().parse_args([]).amp
+    with pytest.raises(SystemExit) as stop:
+        train.main(argv(tmp_path, "--sem_weight", "0", "--amp"))
+    assert stop.value.code == 1
+    assert error_lines(capsys.readouterr().err) == ["error: --amp: float16 mixed precision needs a CUDA device, "
+                                                    "not cpu; leave it off"]
+
+
+def test_dry_run_takes_one_step_and_writes_nothing(tmp_path, capsys):
+    losses = run(tmp_path / "run", "--dry_run")
+    assert len(losses) == 1 and losses[0] > 0
+    assert not (tmp_path / "run").exists()
+    assert "dry run: one step on 2 images of 32x32" in capsys.readouterr().out
 
 
 def test_tensorboard_gets_every_loss_term_lr_grad_norm_and_images(tmp_path):
