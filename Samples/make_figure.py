@@ -2,7 +2,8 @@
 
     python Samples/make_figure.py                      # our snapshot and the classical methods
     python Samples/make_figure.py --authors_weights Epoch99.pth --zero_dce_pp_weights Zero-DCE++.pth \
-        --zero_dce_weights Zero-DCE.pth --sci_weights medium.pt   # as in the README
+        --zero_dce_weights Zero-DCE.pth                # as in the README
+    python Samples/make_figure.py --sci_weights medium.pt    # adds an SCI tile (SCI's released medium.pt)
 
 Writes one JPEG per input into --out_dir: a row of tiles, each labelled with its method.
 """
