@@ -1,8 +1,10 @@
-"""The methods SGZ is compared with (paper §4, Tables 5-7): Zero-DCE's network and four classical enhancers.
+"""The methods SGZ is compared with (paper §4, Tables 5-7): Zero-DCE's and SCI's networks, four classical enhancers.
 
 Zero-DCE (Guo et al., CVPR 2020) is SGZ's ancestor: the same 7-conv EFE with skips, but plain 3x3 convs at full
 resolution and 24 output channels, i.e. a separate curve map r_i for each of the 8 RIE steps. Zero-DCE++ is
-`model.EnhanceNet` itself. The classical methods take and return float32 HxWx3 RGB arrays in [0, 1].
+`model.EnhanceNet` itself. SCI (Ma et al., CVPR 2022) is the fastest zero-reference peer: a 258-parameter
+illumination estimator and a Retinex division. The classical methods take and return float32 HxWx3 RGB arrays in
+[0, 1].
 """
 from pathlib import Path
 
@@ -49,6 +51,56 @@ def load_zero_dce(path: str | Path, device: str | torch.device = "cpu") -> ZeroD
         model.load_state_dict(state)
     except RuntimeError as e:
         raise ValueError(f"{path}: does not fit Zero-DCE's network (plain convs, 24 output channels)") from e
+    return flush_subnormals_(model).to(device).eval()
+
+
+class SCINet(nn.Module):
+    """SCI's inference network (Ma et al., "Toward Fast, Flexible, and Robust Low-Light Image Enhancement", CVPR
+    2022). In the paper's notation (y the low-light input, x the illumination, z the enhanced image): one stage of
+    its illumination learning, §3.1 Eq. 1, u = H_theta(x^0), x = x^0 + u with x^0 = y, then the Retinex model
+    y = z * x solved for z = y / x. The self-calibrated module (§3.2) only trains H_theta, so SCI's test script runs
+    this network alone.
+
+    H_theta as released (`EnhanceNetwork(layers=1, channels=3)`): a 3x3 conv + ReLU, one residual block (3x3 conv,
+    BatchNorm, ReLU) added to its input, a 3x3 conv + sigmoid. In SCI's code, not its paper, and kept: the
+    illumination is clamped to [1e-4, 1] and the output to [0, 1]. Parameter names are those of SCI's checkpoints
+    less their `enhance.` prefix.
+
+    `forward(x)` maps a Bx3xHxW image in [0, 1] to `(enhanced, illumination)`.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.in_conv = nn.Sequential(nn.Conv2d(3, 3, 3, padding=1), nn.ReLU())
+        self.conv = nn.Sequential(nn.Conv2d(3, 3, 3, padding=1), nn.BatchNorm2d(3), nn.ReLU())
+        # SCI's code lists its one block under two names, so its checkpoints hold it twice: one module, both names.
+        self.blocks = nn.ModuleList([self.conv])
+        self.out_conv = nn.Sequential(nn.Conv2d(3, 3, 3, padding=1), nn.Sigmoid())
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        features = self.in_conv(x)
+        features = features + self.conv(features)
+        illumination = (self.out_conv(features) + x).clamp(1e-4, 1)
+        return (x / illumination).clamp(0, 1), illumination
+
+
+def load_sci(path: str | Path, device: str | torch.device = "cpu") -> SCINet:
+    """An `SCINet` in eval mode with the `enhance.*` weights of an SCI checkpoint; its `calibrate.*` entries, the
+    training-only self-calibrated module, are dropped. Subnormals are flushed as the other loaders do (SCI's three
+    released files hold none, so their outputs are unchanged).
+
+    Raises FileNotFoundError when the file is missing and ValueError when it is not an SCI checkpoint.
+    """
+    state = extract_state_dict(read_checkpoint(path))
+    enhance = {k.removeprefix("enhance."): v for k, v in state.items() if not k.startswith("calibrate.")}
+    model = SCINet()
+    try:
+        model.load_state_dict(enhance)
+        if any(not torch.equal(v, enhance["conv." + k.removeprefix("blocks.0.")])
+               for k, v in enhance.items() if k.startswith("blocks.0.")):
+            raise RuntimeError("blocks.0 and conv hold different weights")
+    except RuntimeError as e:
+        raise ValueError(f"{path}: does not fit SCI's network (enhance.* of a 3-channel EnhanceNetwork)") from e
     return flush_subnormals_(model).to(device).eval()
 
 

@@ -20,11 +20,11 @@ from tqdm import tqdm
 
 import inference
 import metrics
-from baselines import CLASSICAL, load_zero_dce
+from baselines import CLASSICAL, load_sci, load_zero_dce
 from model import load_enhance_net
 from files import IMAGE_EXTENSIONS, BadInputError, read_image, to_uint8, write_atomically, write_image
 
-METHODS = ["Input", "SGZ", "Zero-DCE++", "Zero-DCE", *CLASSICAL]
+METHODS = ["Input", "SGZ", "Zero-DCE++", "Zero-DCE", "SCI", *CLASSICAL]
 LOWER_IS_BETTER = {"MSE", "BRISQUE", "NIQE", "Params", "FLOPs (G)", "Time (ms)"}
 
 
@@ -38,7 +38,8 @@ def build_methods(args: argparse.Namespace, device: torch.device) -> tuple[dict,
     methods, nets = {}, {}
     loaders = {"SGZ": lambda: load_enhance_net(args.weights, args.scale_factor, "dsc", device),
                "Zero-DCE++": lambda: load_enhance_net(args.zero_dce_pp_weights, args.scale_factor, "dsc", device),
-               "Zero-DCE": lambda: load_zero_dce(args.zero_dce_weights, device)}
+               "Zero-DCE": lambda: load_zero_dce(args.zero_dce_weights, device),
+               "SCI": lambda: load_sci(args.sci_weights, device)}
     for name in args.methods:
         if name in loaders:
             try:
@@ -222,6 +223,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="Zero-DCE++ released weights (default: snapshots/zero_dce_pp_epoch99.pth)")
     p.add_argument("--zero_dce_weights", type=Path, default=Path("snapshots/zero_dce_epoch99.pth"),
                    help="Zero-DCE released weights (default: snapshots/zero_dce_epoch99.pth)")
+    p.add_argument("--sci_weights", type=Path, default=Path("snapshots/sci_medium.pt"),
+                   help="SCI released weights, its medium.pt (default: snapshots/sci_medium.pt)")
     p.add_argument("--scale_factor", type=int, default=12,
                    help="EFE downscaling for SGZ and Zero-DCE++ (default: 12, the authors' test script)")
     p.add_argument("--out_dir", type=Path, default=Path("results/eval"), help="where tables go (default: results/eval)")

@@ -3,6 +3,7 @@
     python Samples/make_figure.py                      # our snapshot and the classical methods
     python Samples/make_figure.py --authors_weights Epoch99.pth --zero_dce_pp_weights Zero-DCE++.pth \
         --zero_dce_weights Zero-DCE.pth                # as in the README
+    python Samples/make_figure.py --sci_weights medium.pt    # adds an SCI tile (SCI's released medium.pt)
 
 Writes one JPEG per input into --out_dir: a row of tiles, each labelled with its method.
 """
@@ -18,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import inference  # noqa: E402
-from baselines import CLASSICAL, load_zero_dce  # noqa: E402
+from baselines import CLASSICAL, load_sci, load_zero_dce  # noqa: E402
 from files import IMAGE_EXTENSIONS, read_image, to_uint8, write_image  # noqa: E402
 from model import load_enhance_net  # noqa: E402
 
@@ -30,11 +31,12 @@ def build_methods(args: argparse.Namespace) -> dict:
     device = torch.device("cpu")
     methods = {"Input": lambda img: img}
     paths = {"SGZ (ours)": args.weights, "SGZ (authors)": args.authors_weights,
-             "Zero-DCE++": args.zero_dce_pp_weights, "Zero-DCE": args.zero_dce_weights}
+             "Zero-DCE++": args.zero_dce_pp_weights, "Zero-DCE": args.zero_dce_weights, "SCI": args.sci_weights}
+    loaders = {"Zero-DCE": load_zero_dce, "SCI": load_sci}
     for label, path in paths.items():
         if path is None:
             continue
-        load = load_zero_dce if label == "Zero-DCE" else load_enhance_net
+        load = loaders.get(label, load_enhance_net)
         try:
             methods[label] = inference.numpy_enhancer(load(path), device)
         except (FileNotFoundError, ValueError) as e:
@@ -61,6 +63,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--authors_weights", type=Path, help="the authors' SGZ Epoch99.pth (default: left out)")
     parser.add_argument("--zero_dce_pp_weights", type=Path, help="Zero-DCE++'s released weights (default: left out)")
     parser.add_argument("--zero_dce_weights", type=Path, help="Zero-DCE's released weights (default: left out)")
+    parser.add_argument("--sci_weights", type=Path, help="SCI's released medium.pt (default: left out)")
     parser.add_argument("--tile_width", type=int, default=240, help="width of each tile in pixels (default: 240)")
     args = parser.parse_args(argv)
     methods = build_methods(args)

@@ -1,12 +1,14 @@
-"""The peer methods: Zero-DCE's network with its released weights, and the classical enhancers."""
+"""The peer methods: Zero-DCE's and SCI's networks with their released weights, and the classical enhancers."""
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 from conftest import SHARED, requires_shared
 
-from baselines import CLASSICAL, ZeroDCENet, _smooth_illumination, gamma_correction, lime, load_zero_dce
-from files import read_image
-from metrics import count_params
+from baselines import (CLASSICAL, SCINet, ZeroDCENet, _smooth_illumination, gamma_correction, lime, load_sci,
+                       load_zero_dce)
+from files import read_image, to_uint8
+from metrics import count_flops, count_params
 
 WEIGHTS = SHARED / "weights"
 
@@ -46,14 +48,91 @@ def test_zero_dce_released_weights_brighten_lol_and_keep_its_size():
 
 
 @requires_shared
-def test_sgz_weights_do_not_fit_zero_dce():
-    with pytest.raises(ValueError, match="does not fit Zero-DCE"):
-        load_zero_dce(WEIGHTS / "sgz_official_epoch99.pth")
+@pytest.mark.parametrize("load, weights, message", [(load_zero_dce, "sgz_official_epoch99.pth", "Zero-DCE"),
+                                                    (load_sci, "zero_dce_epoch99.pth", "SCI's network")],
+                         ids=["Zero-DCE", "SCI"])
+def test_another_networks_weights_do_not_fit(load, weights, message):
+    with pytest.raises(ValueError, match=f"{weights}: does not fit {message}"):
+        load(WEIGHTS / weights)
 
 
-def test_missing_zero_dce_weights_name_the_file(tmp_path):
+@pytest.mark.parametrize("load", [load_zero_dce, load_sci], ids=["Zero-DCE", "SCI"])
+def test_missing_weights_name_the_file(tmp_path, load):
     with pytest.raises(FileNotFoundError, match="nope.pth: no such weight file"):
-        load_zero_dce(tmp_path / "nope.pth")
+        load(tmp_path / "nope.pth")
+
+
+@pytest.mark.parametrize("load", [load_zero_dce, load_sci], ids=["Zero-DCE", "SCI"])
+def test_a_file_that_is_no_checkpoint_is_refused_in_one_line(tmp_path, load):
+    (tmp_path / "notes.pth").write_text("not weights")
+    with pytest.raises(ValueError, match="notes.pth: not a PyTorch checkpoint"):
+        load(tmp_path / "notes.pth")
+
+
+def test_sci_has_258_parameters_at_inference():
+    assert count_params(SCINet()) == 258  # three 3x3 convs of 3->3 channels (3 x 84) and one BatchNorm (6)
+
+
+def test_sci_flops_are_its_three_convolutions_exactly():
+    assert count_flops(SCINet(), 90, 120) == 2 * 3 * (3 * 3 * 9) * 90 * 120  # 2 per multiply-add, no bias
+
+
+def test_sci_divides_the_input_by_its_clamped_illumination():
+    net = SCINet().eval()
+    torch.nn.init.zeros_(net.out_conv[0].weight)
+    net.out_conv[0].bias.data.fill_(float(torch.logit(torch.tensor(0.25))))  # u = sigmoid(bias) = 0.25 everywhere
+    x = torch.tensor([0.0, 0.05, 0.5, 0.9]).view(1, 1, 2, 2).repeat(1, 3, 1, 1)
+    out, illumination = net(x)
+    expected = (x + 0.25).clamp(1e-4, 1)  # SCI Eq. 1: x = y + u; 0.9 + 0.25 clamps to 1
+    assert torch.allclose(illumination, expected)
+    assert torch.allclose(out, x / expected)  # the Retinex division z = y / x
+
+
+@requires_shared
+def test_sci_matches_scis_released_outputs_within_one_level():
+    # SCI's writer truncates (x*255 clipped, cast to uint8); the harness rounds, as it does for every method.
+    net = load_sci(WEIGHTS / "sci_medium.pt")
+    references = sorted((SHARED / "parity/sci_official_medium").glob("*.png"))
+    assert len(references) == 5
+    truncated_differ, rounded_differ, values = 0, 0, 0
+    for ref in references:
+        low = read_image(SHARED / "data/test_data/sci_medium" / ref.name)
+        with torch.no_grad():
+            out = net(torch.from_numpy(low).permute(2, 0, 1)[None])[0][0].permute(1, 2, 0).numpy()
+        theirs = np.asarray(Image.open(ref).convert("RGB"), dtype=np.int16)
+        truncated = np.clip(out * 255, 0, 255).astype(np.uint8).astype(np.int16)
+        rounded = to_uint8(out).astype(np.int16)
+        assert np.abs(truncated - theirs).max() <= 1 and np.abs(rounded - theirs).max() <= 1, ref.name
+        truncated_differ += (truncated != theirs).sum()
+        rounded_differ += (rounded != theirs).sum()
+        values += theirs.size
+    # Truncated: 70 of 3,601,800 values differ, each within 5e-5 of a level boundary (float summation order).
+    assert truncated_differ / values < 1e-4
+    # Rounded: about half the values come out one level above SCI's truncated ones, nothing else.
+    assert 0.4 < rounded_differ / values < 0.6
+
+
+@requires_shared
+def test_sci_ignores_the_training_only_calibrator_but_refuses_any_other_key(tmp_path):
+    state = torch.load(WEIGHTS / "sci_medium.pt", map_location="cpu", weights_only=True)
+    assert any(k.startswith("calibrate.") for k in state)
+    enhance_only = tmp_path / "enhance_only.pt"
+    torch.save({k: v for k, v in state.items() if k.startswith("enhance.")}, enhance_only)
+    full, alone = load_sci(WEIGHTS / "sci_medium.pt").state_dict(), load_sci(enhance_only).state_dict()
+    assert all(torch.equal(full[k], alone[k]) for k in full)
+    extra = tmp_path / "extra.pt"
+    torch.save({**state, "enhance.extra.weight": torch.zeros(3)}, extra)
+    with pytest.raises(ValueError, match="extra.pt: does not fit SCI's network"):
+        load_sci(extra)
+
+
+@requires_shared
+def test_sci_refuses_a_checkpoint_whose_two_names_for_its_block_differ(tmp_path):
+    state = torch.load(WEIGHTS / "sci_medium.pt", map_location="cpu", weights_only=True)
+    path = tmp_path / "split.pt"
+    torch.save({**state, "enhance.blocks.0.0.bias": state["enhance.conv.0.bias"] + 1}, path)
+    with pytest.raises(ValueError, match="split.pt: does not fit SCI's network"):
+        load_sci(path)
 
 
 @requires_shared

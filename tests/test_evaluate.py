@@ -8,13 +8,13 @@ from conftest import SHARED, requires_brisque_model, requires_shared
 
 import metrics
 from evaluate import main
-from files import read_image
+from files import read_image, to_uint8
 
 DATA = SHARED / "data/test_data"
 WEIGHTS = SHARED / "weights"
 NETS = ["--weights", str(WEIGHTS / "sgz_official_epoch99.pth"),
         "--zero_dce_pp_weights", str(WEIGHTS / "zero_dce_pp_epoch99.pth"),
-        "--zero_dce_weights", str(WEIGHTS / "zero_dce_epoch99.pth")]
+        "--zero_dce_weights", str(WEIGHTS / "zero_dce_epoch99.pth"), "--sci_weights", str(WEIGHTS / "sci_medium.pt")]
 
 
 def means(path) -> dict:
@@ -79,9 +79,9 @@ def test_missing_ground_truth_and_size_mismatch_are_reported_per_image(run):
 def test_paired_scores_are_those_of_the_written_outputs(run, small_sets):
     out = run[1]
     table = means(out / "table6_paired.csv")
-    for method in ["SGZ", "Zero-DCE", "LIME"]:
-        expected = np.mean([metrics.psnr(metrics.to_uint8(read_image(out / "images" / method / "pairs" / n)),
-                                         metrics.to_uint8(read_image(small_sets / "pairs/high" / n)))
+    for method in ["SGZ", "Zero-DCE", "SCI", "LIME"]:
+        expected = np.mean([metrics.psnr(to_uint8(read_image(out / "images" / method / "pairs" / n)),
+                                         to_uint8(read_image(small_sets / "pairs/high" / n)))
                             for n in ["1.png", "111.png"]])
         assert table[method, "pairs", "PSNR"] == pytest.approx(expected, abs=1e-6)
     assert table["SGZ", "pairs", "PSNR"] > table["Input", "pairs", "PSNR"] + 5
@@ -90,16 +90,19 @@ def test_paired_scores_are_those_of_the_written_outputs(run, small_sets):
 @requires_shared
 def test_unpaired_table_has_every_method_and_an_average(run):
     table = means(run[1] / "table5_unpaired.csv")
-    for method in ["Input", "SGZ", "Zero-DCE++", "Zero-DCE", "HE", "CLAHE", "Gamma", "LIME"]:
+    for method in ["Input", "SGZ", "Zero-DCE++", "Zero-DCE", "SCI", "HE", "CLAHE", "Gamma", "LIME"]:
         assert 0 < table[method, "photos", "BRISQUE"] <= 100 and 0 < table[method, "photos", "NIQE"] < 20
         assert table[method, "Average", "NIQE"] == table[method, "photos", "NIQE"]
 
 
 @requires_shared
-def test_efficiency_table_counts_sgz_and_zero_dce(run):
+def test_efficiency_table_counts_sgz_zero_dce_and_sci(run):
     table = means(run[1] / "table7_efficiency.csv")
     assert table["SGZ", "120x90", "Params"] == 10_561 and table["Zero-DCE", "120x90", "Params"] == 79_416
     assert table["Zero-DCE", "120x90", "FLOPs (G)"] > 100 * table["SGZ", "120x90", "FLOPs (G)"]
+    assert table["SCI", "120x90", "Params"] == 258
+    assert table["SCI", "120x90", "FLOPs (G)"] == pytest.approx(2 * 3 * 81 * 120 * 90 / 1e9, abs=1e-6)
+    assert table["SCI", "120x90", "Time (ms)"] > 0
     assert table["Gamma", "120x90", "Time (ms)"] > 0
 
 
