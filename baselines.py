@@ -16,7 +16,7 @@ from scipy.sparse.linalg import spsolve
 from torch import nn
 
 from files import extract_state_dict, read_checkpoint, to_uint8
-from model import NUM_FEATURES, NUM_ITERATIONS, EnhanceNet, flush_subnormals_
+from model import NUM_FEATURES, NUM_ITERATIONS, EnhanceNet, flush_subnormals_, load_enhance_net
 
 
 class ZeroDCENet(EnhanceNet):
@@ -160,3 +160,24 @@ def lime(img: np.ndarray, alpha: float = 0.15, gamma: float = 0.8, eps: float = 
 
 
 CLASSICAL = {"HE": histogram_equalisation, "CLAHE": clahe, "Gamma": gamma_correction, "LIME": lime}
+
+
+NETWORK_LOADERS = {"SGZ": load_enhance_net, "Zero-DCE++": load_enhance_net, "Zero-DCE": load_zero_dce,
+                   "SCI": load_sci}
+
+
+def load_networks(weights: dict[str, tuple[str, Path]], device: torch.device,
+                  scale_factor: int = 12) -> tuple[dict[str, nn.Module], dict[str, str]]:
+    """label -> network in eval mode, for each label's (method in NETWORK_LOADERS, weights path) that loads, and
+    label -> one line ("path: reason") for each that does not. SGZ and Zero-DCE++ run at `scale_factor`."""
+    networks, problems = {}, {}
+    for label, (method, path) in weights.items():
+        load = NETWORK_LOADERS[method]
+        try:
+            if load is load_enhance_net:
+                networks[label] = load_enhance_net(path, scale_factor, "dsc", device)
+            else:
+                networks[label] = load(path, device)
+        except (FileNotFoundError, ValueError) as e:
+            problems[label] = str(e)
+    return networks, problems

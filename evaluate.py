@@ -20,8 +20,7 @@ from tqdm import tqdm
 
 import inference
 import metrics
-from baselines import CLASSICAL, load_sci, load_zero_dce
-from model import load_enhance_net
+from baselines import CLASSICAL, load_networks
 from files import IMAGE_EXTENSIONS, BadInputError, read_image, to_uint8, write_atomically, write_image
 
 METHODS = ["Input", "SGZ", "Zero-DCE++", "Zero-DCE", "SCI", *CLASSICAL]
@@ -35,20 +34,17 @@ def write_text(path: Path, text: str) -> None:
 
 def build_methods(args: argparse.Namespace, device: torch.device) -> tuple[dict, dict]:
     """name -> enhancer, and name -> network (for Table 7). A method whose weights are missing is skipped."""
-    methods, nets = {}, {}
-    loaders = {"SGZ": lambda: load_enhance_net(args.weights, args.scale_factor, "dsc", device),
-               "Zero-DCE++": lambda: load_enhance_net(args.zero_dce_pp_weights, args.scale_factor, "dsc", device),
-               "Zero-DCE": lambda: load_zero_dce(args.zero_dce_weights, device),
-               "SCI": lambda: load_sci(args.sci_weights, device)}
+    paths = {"SGZ": args.weights, "Zero-DCE++": args.zero_dce_pp_weights, "Zero-DCE": args.zero_dce_weights,
+             "SCI": args.sci_weights}
+    nets, problems = load_networks({name: (name, paths[name]) for name in args.methods if name in paths}, device,
+                                   args.scale_factor)
+    for name, reason in problems.items():
+        print(f"{name} skipped: {reason}", file=sys.stderr)
+    methods = {}
     for name in args.methods:
-        if name in loaders:
-            try:
-                nets[name] = loaders[name]()
-            except (FileNotFoundError, ValueError) as e:
-                print(f"{name} skipped: {e}", file=sys.stderr)
-                continue
+        if name in nets:
             methods[name] = inference.numpy_enhancer(nets[name], device)
-        else:
+        elif name not in paths:
             methods[name] = CLASSICAL.get(name, lambda img: img)
     return methods, nets
 

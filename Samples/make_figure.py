@@ -1,11 +1,12 @@
 """Make the README's figures: each shipped low-light sample beside SGZ's output and its peers' outputs.
 
-    python Samples/make_figure.py                      # our snapshot and the classical methods
-    python Samples/make_figure.py --authors_weights Epoch99.pth --zero_dce_pp_weights Zero-DCE++.pth \
-        --zero_dce_weights Zero-DCE.pth                # as in the README
-    python Samples/make_figure.py --sci_weights medium.pt    # adds an SCI tile (SCI's released medium.pt)
+    python Samples/make_figure.py --authors_weights Epoch99.pth --zero_dce_pp_weights zero_dce_pp_epoch99.pth \
+        --zero_dce_weights zero_dce_epoch99.pth --sci_weights sci_medium.pt      # the README's figures
+    python Samples/make_figure.py --out_dir /tmp/figures                       # ours and the classical methods
 
-Writes one JPEG per input into --out_dir: a row of tiles, each labelled with its method.
+Writes one JPEG per input into --out_dir: a grid of tiles, each labelled with its method, each the same
+full-resolution crop of its output (so noise and colour show at the README's width). The tracked figures in Samples/
+show every method: writing there without every weight file stops with one line, and nothing is overwritten.
 """
 import argparse
 import sys
@@ -19,41 +20,50 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import inference  # noqa: E402
-from baselines import CLASSICAL, load_sci, load_zero_dce  # noqa: E402
+from baselines import CLASSICAL, load_networks  # noqa: E402
 from files import IMAGE_EXTENSIONS, read_image, to_uint8, write_image  # noqa: E402
-from model import load_enhance_net  # noqa: E402
 
 LABEL_HEIGHT = 22
+NETWORK_FLAGS = {"SGZ (ours)": ("SGZ", "weights"), "SGZ (authors)": ("SGZ", "authors_weights"),
+                 "Zero-DCE++": ("Zero-DCE++", "zero_dce_pp_weights"), "Zero-DCE": ("Zero-DCE", "zero_dce_weights"),
+                 "SCI": ("SCI", "sci_weights")}
 
 
-def build_methods(args: argparse.Namespace) -> dict:
-    """Label -> HxWx3 float enhancer, for every method whose weights were given and load."""
-    device = torch.device("cpu")
-    methods = {"Input": lambda img: img}
-    paths = {"SGZ (ours)": args.weights, "SGZ (authors)": args.authors_weights,
-             "Zero-DCE++": args.zero_dce_pp_weights, "Zero-DCE": args.zero_dce_weights, "SCI": args.sci_weights}
-    loaders = {"Zero-DCE": load_zero_dce, "SCI": load_sci}
-    for label, path in paths.items():
-        if path is None:
-            continue
-        load = loaders.get(label, load_enhance_net)
-        try:
-            methods[label] = inference.numpy_enhancer(load(path), device)
-        except (FileNotFoundError, ValueError) as e:
-            print(f"{label} left out: {e}", file=sys.stderr)
-    return methods | CLASSICAL
+def build_methods(args: argparse.Namespace) -> tuple[dict, dict[str, str]]:
+    """Label -> HxWx3 float enhancer for every method whose weights were given and load, and label -> reason for
+    each given one that does not."""
+    weights = {label: (method, getattr(args, flag)) for label, (method, flag) in NETWORK_FLAGS.items()
+               if getattr(args, flag) is not None}
+    networks, problems = load_networks(weights, torch.device("cpu"))
+    enhancers = {label: inference.numpy_enhancer(net, torch.device("cpu")) for label, net in networks.items()}
+    return {"Input": lambda img: img} | enhancers | CLASSICAL, problems
 
 
-def labelled_tile(image: np.ndarray, label: str, width: int) -> Image.Image:
+def centre_crop(image: np.ndarray, size: int) -> np.ndarray:
+    """The central size x size region (the whole image where it is smaller)."""
+    h, w = image.shape[:2]
+    top, left = max(0, (h - size) // 2), max(0, (w - size) // 2)
+    return image[top:top + size, left:left + size]
+
+
+def labelled_tile(image: np.ndarray, label: str) -> Image.Image:
     tile = Image.fromarray(to_uint8(image))
-    tile = tile.resize((width, round(tile.height * width / tile.width)), Image.Resampling.LANCZOS)
-    canvas = Image.new("RGB", (width, tile.height + LABEL_HEIGHT), "white")
+    canvas = Image.new("RGB", (tile.width, tile.height + LABEL_HEIGHT), "white")
     canvas.paste(tile, (0, LABEL_HEIGHT))
     ImageDraw.Draw(canvas).text((4, 5), label, fill="black")
     return canvas
 
 
-def main(argv: list[str] | None = None) -> None:
+def grid(tiles: list[Image.Image], columns: int) -> Image.Image:
+    width, height = tiles[0].size
+    rows = -(-len(tiles) // columns)
+    figure = Image.new("RGB", (columns * width, rows * height), "white")
+    for i, tile in enumerate(tiles):
+        figure.paste(tile, ((i % columns) * width, (i // columns) * height))
+    return figure
+
+
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--inputs", type=Path, default=ROOT / "data/test_data/samples",
                         help="folder of low-light images (default: data/test_data/samples)")
@@ -64,19 +74,30 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--zero_dce_pp_weights", type=Path, help="Zero-DCE++'s released weights (default: left out)")
     parser.add_argument("--zero_dce_weights", type=Path, help="Zero-DCE's released weights (default: left out)")
     parser.add_argument("--sci_weights", type=Path, help="SCI's released medium.pt (default: left out)")
-    parser.add_argument("--tile_width", type=int, default=240, help="width of each tile in pixels (default: 240)")
+    parser.add_argument("--crop", type=int, default=256, help="side of the central crop each tile shows, at full "
+                        "resolution (default: 256)")
+    parser.add_argument("--columns", type=int, default=5, help="tiles per row (default: 5)")
     args = parser.parse_args(argv)
-    methods = build_methods(args)
+    if args.crop < 1 or args.columns < 1:
+        parser.error("--crop and --columns must be at least 1")
+    methods, problems = build_methods(args)
+    missing = [label for label, (_, flag) in NETWORK_FLAGS.items() if getattr(args, flag) is None]
+    for label, reason in problems.items():
+        print(f"error: {label}: {reason}", file=sys.stderr)
+    if problems:
+        return 2
+    if missing and args.out_dir.resolve() == (ROOT / "Samples").resolve():
+        print(f"error: Samples/ holds the README's figures with every method; give the weights of "
+              f"{', '.join(missing)} or write elsewhere with --out_dir", file=sys.stderr)
+        return 2
     for path in sorted(p for p in args.inputs.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS):
-        low = read_image(path)
-        with torch.no_grad():
-            tiles = [labelled_tile(enhance(low), label, args.tile_width) for label, enhance in methods.items()]
-        figure = Image.new("RGB", (sum(t.width for t in tiles), max(t.height for t in tiles)), "white")
-        for i, tile in enumerate(tiles):
-            figure.paste(tile, (i * args.tile_width, 0))
+        low = read_image(path)  # each method enhances the whole image; the tiles show the same crop of each output
+        tiles = [labelled_tile(centre_crop(enhance(low), args.crop), label) for label, enhance in methods.items()]
+        figure = grid(tiles, args.columns)
         write_image(np.asarray(figure), args.out_dir / f"{path.stem}.jpg")
         print(f"{args.out_dir / path.stem}.jpg: {', '.join(methods)}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
