@@ -136,7 +136,7 @@ def mean_table(rows: list, metric_names: list[str]) -> dict:
 
 
 def render(title: str, convention: str, rows: list, metric_names: list[str], notes: list[str],
-           average: bool = False, notes_only: bool = False) -> tuple[str, str]:
+           average: bool = False, image_counts: bool = True) -> tuple[str, str]:
     """A methods x (dataset, metric) table as Markdown and as long-format CSV."""
     means = mean_table(rows, metric_names)
     methods = list(dict.fromkeys(m for m, _, _ in means))
@@ -161,7 +161,7 @@ def render(title: str, convention: str, rows: list, metric_names: list[str], not
             if value is not None:
                 writer.writerow([method, d, m, f"{value:.6f}", n])
         md.append(f"| {method} | " + " | ".join(cells) + " |")
-    if not notes_only:
+    if image_counts:
         counts = sorted({(d, n) for (_, d, _), (_, n) in means.items()})
         md += ["", "Images scored per method: " + ", ".join(f"{d} {n}" for d, n in counts) + "."]
     md += [f"- {n}" for n in notes]
@@ -200,7 +200,7 @@ def efficiency(nets: dict, methods: dict, args, device: torch.device) -> tuple[s
                   f"warm-up, networks on {device_name} (torch {torch.__version__}, "
                   f"{torch.get_num_threads()} threads), classical methods on the CPU")
     return render("Table 7: efficiency", convention, rows, ["Params", "FLOPs (G)", "Time (ms)"], [],
-                  notes_only=True)
+                  image_counts=False)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -238,14 +238,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="input size for Table 7 (default: 1200 900, paper §4.3)")
     p.add_argument("--warmup", type=int, default=3, help="untimed runs before timing (default: 3)")
     p.add_argument("--repeats", type=int, default=20, help="timed runs; the median is reported (default: 20)")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
-                   help="device for the networks (default: cuda if available, else cpu)")
+    p.add_argument("--device", default="auto",
+                   help="device for the networks: auto (cuda if available, else cpu), cpu, cuda (default: auto)")
     return p.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    device = torch.device(args.device)
+    try:
+        device = inference.pick_device(args.device)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     try:
         brisque = metrics.Brisque(args.brisque_model, args.brisque_range) if "5" in args.tables else None
     except FileNotFoundError as e:

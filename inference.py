@@ -94,6 +94,22 @@ def banded_enhance(net: EnhanceNet, x: torch.Tensor, x_r_low: torch.Tensor) -> t
     return enhanced, x_r
 
 
+def pick_device(name: str | None) -> torch.device:
+    """The device a --device flag names: "auto" or None is CUDA when available, else the CPU.
+
+    Raises ValueError, naming the flag's value, for a device that does not exist here.
+    """
+    if name in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"--device {name}: not a device name (cpu, cuda, cuda:1, ...)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {name}: no CUDA device is available; use --device cpu")
+    return device
+
+
 def forward_for(net: torch.nn.Module):
     """What inference runs for `net`: `enhance` for an EnhanceNet, else the network's own forward (Zero-DCE,
     SCI, a user's module), each mapping x to (enhanced, _)."""

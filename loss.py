@@ -20,9 +20,10 @@ DIRECT = ((0, -1), (0, 1), (-1, 0), (1, 0))
 DIAGONAL = ((-1, -1), (-1, 1), (1, -1), (1, 1))
 
 
-def _neighbour_differences(x: torch.Tensor, offsets, pad: bool) -> list[torch.Tensor]:
-    """x_i - x_j for each neighbour offset (dy, dx). `pad`: zero-pad the border (as a padded conv does)."""
-    if pad:
+def _neighbour_differences(x: torch.Tensor, offsets, zero_border: bool) -> list[torch.Tensor]:
+    """x_i - x_j for each neighbour offset (dy, dx): with `zero_border`, at every position, the neighbours beyond
+    the border being zero (as a zero-padded conv sees them); else only for the pairs inside the image."""
+    if zero_border:
         h, w = x.shape[-2:]
         padded = F.pad(x, (1, 1, 1, 1))
         return [x - padded[..., 1 + dy:1 + dy + h, 1 + dx:1 + dx + w] for dy, dx in offsets]
@@ -44,12 +45,13 @@ def spatial_consistency(enhanced: torch.Tensor, low: torch.Tensor, patch_size: i
     """
     pool_y = F.avg_pool2d(enhanced.mean(1, keepdim=True), patch_size)
     pool_i = F.avg_pool2d(low.mean(1, keepdim=True), patch_size)
-    pad = form == "code"
+    code_form = form == "code"
     total = 0.0
     for offsets, weight in ((DIRECT, 1.0), (DIAGONAL, alpha)):
-        for d_y, d_i in zip(_neighbour_differences(pool_y, offsets, pad), _neighbour_differences(pool_i, offsets, pad)):
-            term = (d_i - d_y) ** 2 if pad else (d_y.abs() - d_i.abs()) ** 2
-            total = total + weight * (term.mean() if pad else term.sum() / pool_y.numel())
+        for d_y, d_i in zip(_neighbour_differences(pool_y, offsets, code_form),
+                            _neighbour_differences(pool_i, offsets, code_form)):
+            term = (d_i - d_y) ** 2 if code_form else (d_y.abs() - d_i.abs()) ** 2
+            total = total + weight * (term.mean() if code_form else term.sum() / pool_y.numel())
     return total
 
 

@@ -50,14 +50,6 @@ def plan_outputs(inputs: list[Path], input_path: Path, test_dir: Path, output_fo
     return plan
 
 
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise SetupError("--device cuda: no CUDA device is available; use --device cpu")
-    return torch.device(name)
-
-
 def load_for_model(path: Path) -> np.ndarray:
     """A 3xHxW contiguous float32 array, made in a worker thread so the model never waits on decoding."""
     return np.ascontiguousarray(read_image(path).transpose(2, 0, 1))
@@ -191,7 +183,10 @@ def run(args: argparse.Namespace) -> int:
         raise SetupError(f"{args.input_dir}: no such file or folder (--input_dir)")
     if args.batch_size < 1 or not 0 <= args.temporal_smoothing < 1:
         raise SetupError("--batch_size must be at least 1 and --temporal_smoothing in [0, 1)")
-    device = pick_device(args.device)
+    try:
+        device = inference.pick_device(args.device)
+    except ValueError as e:
+        raise SetupError(str(e)) from None
     try:
         model = load_enhance_net(args.weight_dir, args.scale_factor, args.conv_type, device)
     except FileNotFoundError as e:

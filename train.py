@@ -29,6 +29,7 @@ from tqdm import tqdm
 from dataloader import DataError, LowLightDataset
 from loss import LOSS_FORMS, WEIGHTS, SGZLoss
 from files import extract_state_dict, read_checkpoint, write_atomically
+from inference import pick_device
 from model import EnhanceNet, init_weights, load_enhance_net
 from segmentation import BN_MODES, USS, SegWeightsError
 
@@ -114,7 +115,7 @@ def setup_device(device: str | None) -> tuple[int, int, torch.device]:
     """(rank, world size, device); under torchrun, joins the process group (nccl on CUDA, gloo on CPU)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
-    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    dev = pick_device(device)
     if world > 1:
         if dev.type == "cuda":
             dev = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
