@@ -8,7 +8,8 @@
               registers, and the result and x_r are written once. NUM_ITERATIONS and FEATURES (the EFE's width)
               come from model.py at build time (inference.py passes them as -D flags).
 
-   Tensors are float32, contiguous, N x C x H x W. Work is shared among `threads` OpenMP threads (one thread when
+   Tensors are float32, contiguous, N x C x H x W, or 8-bit interleaved RGB, N x H x W x 3, where the u8 pointers
+   are given (what decoders give and encoders take: no float copy of the image is made). Work is shared among `threads` OpenMP threads (one thread when
    built without OpenMP); in a process that has loaded PyTorch they are PyTorch's own OpenMP threads. */
 #include <math.h>
 #include <stdlib.h>
@@ -137,6 +138,23 @@ INLINE void separable_block(const float *restrict in, int in_channels, int heigh
     }
 }
 
+/* Channel c of one row of interleaved 8-bit RGB as floats in [0, 1], v / 255 as the float32 readers compute it. */
+INLINE void channel_to_float(const unsigned char *restrict rgb, int c, int width, float *restrict out)
+{
+    for (int x = 0; x < width; x++)
+        out[x] = rgb[3 * x + c] / 255.0f;
+}
+
+/* One row of floats into channel c of interleaved 8-bit RGB, rounded half up and clamped as files.to_uint8 does:
+   for 0 <= v * 255 < 256, round-half-away-from-zero of the product is floor(v * 255 + 0.5) with no fused rounding. */
+INLINE void float_to_channel(const float *restrict in, int c, int width, unsigned char *restrict rgb)
+{
+    for (int x = 0; x < width; x++) {
+        float v = roundf(in[x] * 255.0f);
+        rgb[3 * x + c] = (unsigned char)(v > 0.0f ? (v < 255.0f ? v : 255.0f) : 0.0f); /* NaN gives 0 */
+    }
+}
+
 /* Bilinear resampling of one row: `above` and `below` are the two source rows, weighted 1 - lambda and lambda. */
 INLINE void resample_row(const float *restrict above, const float *restrict below, float lambda,
                          const int *restrict col_left, const int *restrict col_right, const float *restrict col_lambda,
@@ -150,14 +168,17 @@ INLINE void resample_row(const float *restrict above, const float *restrict belo
 }
 
 /* The EFE on a batch of 3 x image_height x image_width images, each first resized bilinearly to height x width.
-   row_* and col_* give each small row's and column's two source indices and the weight of the second.
+   The images are float32 planes in `image`, or, where `image_u8` is not NULL, interleaved 8-bit RGB (N x H x W x 3)
+   read as v / 255. row_* and col_* give each small row's and column's two source indices and the weight of the
+   second.
    `parameters`: for each of the 7 blocks, its depthwise weight and bias, then its pointwise weight and bias
    (EnhanceNet.parameters() order). `scratch`: 3 + 6 * FEATURES floats per small pixel.
    Returns 0, or -1 when a thread's band buffer could not be allocated. */
 MULTIVERSION
-int efe(const float *image, float *factor, int batch, int image_height, int image_width, int height, int width,
-        const int *row_top, const int *row_bottom, const float *row_lambda, const int *col_left,
-        const int *col_right, const float *col_lambda, const float *const *parameters, float *scratch, int threads)
+int efe(const float *image, const unsigned char *image_u8, float *factor, int batch, int image_height,
+        int image_width, int height, int width, const int *row_top, const int *row_bottom, const float *row_lambda,
+        const int *col_left, const int *col_right, const float *col_lambda, const float *const *parameters,
+        float *scratch, int threads)
 {
     long pixels = (long)height * width, features = FEATURES * pixels;
     float *small = scratch;
@@ -173,7 +194,8 @@ int efe(const float *image, float *factor, int batch, int image_height, int imag
 #pragma omp parallel num_threads(threads)
     {
         float *band = calloc(2 * FEATURES * band_stride, sizeof(float));
-        if (band == NULL) {
+        float *rows = image_u8 ? malloc(2 * (size_t)image_width * sizeof(float)) : NULL;
+        if (band == NULL || (image_u8 && rows == NULL)) {
 #pragma omp atomic write
             failed = 1;
         }
@@ -184,9 +206,19 @@ int efe(const float *image, float *factor, int batch, int image_height, int imag
 #pragma omp for schedule(static)
                 for (long row = 0; row < 3L * height; row++) {
                     int c = row / height, y = row % height;
-                    resample_row(ROW(image, n, c, row_top[y], 3, image_height, image_width),
-                                 ROW(image, n, c, row_bottom[y], 3, image_height, image_width), row_lambda[y],
-                                 col_left, col_right, col_lambda, width, small + row * width);
+                    const float *above, *below;
+                    if (image_u8) {
+                        const unsigned char *first = image_u8 + (long)n * image_height * image_width * 3;
+                        channel_to_float(first + (long)row_top[y] * image_width * 3, c, image_width, rows);
+                        channel_to_float(first + (long)row_bottom[y] * image_width * 3, c, image_width,
+                                         rows + image_width);
+                        above = rows, below = rows + image_width;
+                    } else {
+                        above = ROW(image, n, c, row_top[y], 3, image_height, image_width);
+                        below = ROW(image, n, c, row_bottom[y], 3, image_height, image_width);
+                    }
+                    resample_row(above, below, row_lambda[y], col_left, col_right, col_lambda, width,
+                                 small + row * width);
                 }
                 for (int layer = 0; layer < 7; layer++)
                     separable_block(inputs[layer], in_channels[layer], height, width, parameters + 4 * layer,
@@ -196,6 +228,7 @@ int efe(const float *image, float *factor, int batch, int image_height, int imag
             FLUSH_SUBNORMALS_END
         }
         free(band);
+        free(rows);
     }
     return failed ? -1 : 0;
 }
@@ -217,15 +250,24 @@ INLINE void enhance_row(const float *restrict x, float *restrict out, float *res
 /* RIE on a batch with x_r upsampled from the EFE's output `low`. First each row of `low` is upsampled
    horizontally into `wide` (batch x channels x low_height x width); then each output row interpolates two of
    those rows. row_* and col_* give each output row's and column's two source indices and the weight of the
-   second. */
+   second. Float32 planes x -> out with x_r into `factor`; or, where `x_u8` is not NULL, interleaved 8-bit RGB
+   x_u8 -> out_u8 (N x H x W x 3, rounded as float_to_channel), with x_r not kept. Returns 0, or -1 when a
+   thread's row buffers could not be allocated. */
 MULTIVERSION
-void enhance(const float *x, float *out, float *factor, const float *low, float *wide, int batch, int channels,
-             int height, int width, int low_height, int low_width, const int *row_top, const int *row_bottom,
-             const float *row_lambda, const int *col_left, const int *col_right, const float *col_lambda,
-             int threads)
+int enhance(const float *x, float *out, float *factor, const unsigned char *x_u8, unsigned char *out_u8,
+            const float *low, float *wide, int batch, int channels, int height, int width, int low_height,
+            int low_width, const int *row_top, const int *row_bottom, const float *row_lambda, const int *col_left,
+            const int *col_right, const float *col_lambda, int threads)
 {
+    int failed = 0;
 #pragma omp parallel num_threads(threads)
     {
+        float *rows = x_u8 ? malloc(3 * (size_t)width * sizeof(float)) : NULL;
+        if (x_u8 && rows == NULL) {
+#pragma omp atomic write
+            failed = 1;
+        }
+#pragma omp barrier
         FLUSH_SUBNORMALS_BEGIN
 #pragma omp for schedule(static)
         for (long row = 0; row < (long)batch * channels * low_height; row++) {
@@ -234,14 +276,26 @@ void enhance(const float *x, float *out, float *factor, const float *low, float 
         }
 #pragma omp for schedule(static)
         for (long row = 0; row < (long)batch * height; row++) {
+            if (failed)
+                continue;
             long n = row / height;
             int y = row % height;
-            for (int c = 0; c < channels; c++)
-                enhance_row(ROW(x, n, c, y, channels, height, width), ROW(out, n, c, y, channels, height, width),
-                            ROW(factor, n, c, y, channels, height, width),
-                            ROW(wide, n, c, row_top[y], channels, low_height, width),
-                            ROW(wide, n, c, row_bottom[y], channels, low_height, width), row_lambda[y], width);
+            for (int c = 0; c < channels; c++) {
+                const float *top = ROW(wide, n, c, row_top[y], channels, low_height, width);
+                const float *bottom = ROW(wide, n, c, row_bottom[y], channels, low_height, width);
+                if (x_u8) {
+                    long offset = row * width * 3;
+                    channel_to_float(x_u8 + offset, c, width, rows);
+                    enhance_row(rows, rows + width, rows + 2 * width, top, bottom, row_lambda[y], width);
+                    float_to_channel(rows + width, c, width, out_u8 + offset);
+                } else {
+                    enhance_row(ROW(x, n, c, y, channels, height, width), ROW(out, n, c, y, channels, height, width),
+                                ROW(factor, n, c, y, channels, height, width), top, bottom, row_lambda[y], width);
+                }
+            }
         }
         FLUSH_SUBNORMALS_END
+        free(rows);
     }
+    return failed ? -1 : 0;
 }

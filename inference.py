@@ -25,7 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from files import atomic_path
+from files import atomic_path, to_uint8
 from model import NUM_FEATURES, NUM_ITERATIONS, EnhanceNet
 
 SOURCE = Path(__file__).with_name("cpu_kernel.c")
@@ -33,8 +33,8 @@ FLAGS = ["-O3", "-shared", "-fPIC", "-std=gnu11"]
 # -fopenmp first; a compiler without OpenMP (Apple's clang) still builds a one-thread kernel.
 OPENMP_CHOICES = [["-fopenmp"], []]
 POINTER, INT = ctypes.c_void_p, ctypes.c_int
-EFE_ARGUMENTS = [POINTER, POINTER] + [INT] * 5 + [POINTER] * 8 + [INT]
-ENHANCE_ARGUMENTS = [POINTER] * 5 + [INT] * 6 + [POINTER] * 6 + [INT]
+EFE_ARGUMENTS = [POINTER] * 3 + [INT] * 5 + [POINTER] * 8 + [INT]
+ENHANCE_ARGUMENTS = [POINTER] * 7 + [INT] * 6 + [POINTER] * 6 + [INT]
 SCRATCH_CHANNELS = 3 + 6 * NUM_FEATURES  # cpu_kernel.c's efe(): the small image and three skip buffers
 # Elements per band of the PyTorch path on CPU: 256 KB of float32, measured fastest on a 2-core Xeon.
 CPU_BAND_ELEMENTS = 2**18
@@ -52,7 +52,7 @@ def enhance(net: EnhanceNet, x: torch.Tensor, x_r_low: torch.Tensor | None = Non
     """
     x = x.contiguous()  # a strided input is copied once here, not by the EFE and by RIE each
     x_r_low = low_resolution_factor(net, x, c_kernel) if x_r_low is None else x_r_low
-    kernel = kernel_for(x, [x_r_low]) if c_kernel else None
+    kernel = kernel_for(x, x_r_low) if c_kernel else None
     if kernel is not None:
         return c_enhance(kernel, x, x_r_low, net.crop_size(x), torch.get_num_threads())
     return banded_enhance(net, x, x_r_low)
@@ -63,10 +63,32 @@ def low_resolution_factor(net: EnhanceNet, x: torch.Tensor, c_kernel: bool = Tru
     if type(net) is not EnhanceNet:
         raise TypeError(f"inference runs model.EnhanceNet, not {type(net).__name__}: call the network itself")
     parameters = list(net.parameters())
-    kernel = kernel_for(x, parameters) if c_kernel and net.conv_type == "dsc" else None
+    kernel = kernel_for(x, *parameters) if c_kernel and net.conv_type == "dsc" else None
     if kernel is None:
         return net.low_resolution_factor(x)
     return c_efe(kernel, parameters, x, net.crop_size(x), net.downscale_size(x), torch.get_num_threads())
+
+
+def enhance_uint8(net: EnhanceNet, rgb: torch.Tensor, x_r_low: torch.Tensor | None = None,
+                  c_kernel: bool = True) -> torch.Tensor:
+    """`enhance` on 8-bit RGB as decoders give it: an N x H x W x 3 uint8 tensor in, the enhanced image out in the
+    same layout, rounded half up as files.to_uint8 writes it. On a CPU it runs in C from and to the uint8 image,
+    converting a row at a time (memory: the two uint8 images and a third of one in floats); elsewhere it converts
+    the whole image and runs `enhance` (as with `c_kernel=False`)."""
+    rgb = rgb.contiguous()
+    if rgb.dtype != torch.uint8 or rgb.dim() != 4 or rgb.shape[-1] != 3:
+        raise ValueError(f"enhance_uint8 takes N x H x W x 3 uint8, not {rgb.dtype} {tuple(rgb.shape)}")
+    parameters = list(net.parameters())
+    runs_in_c = c_kernel and rgb.device.type == "cpu" and type(net) is EnhanceNet and net.conv_type == "dsc"
+    kernel = kernel_for(*parameters) if runs_in_c else None
+    if kernel is None:
+        x = rgb.permute(0, 3, 1, 2).float().div_(255)
+        return to_uint8(enhance(net, x, x_r_low, c_kernel)[0]).permute(0, 2, 3, 1).contiguous()
+    threads = torch.get_num_threads()
+    crop = net.crop_size(rgb.permute(0, 3, 1, 2))
+    if x_r_low is None:
+        x_r_low = c_efe(kernel, parameters, rgb, crop, net.downscale_size(rgb.permute(0, 3, 1, 2)), threads)
+    return c_enhance_uint8(kernel, rgb, x_r_low, crop, threads)
 
 
 def banded_enhance(net: EnhanceNet, x: torch.Tensor, x_r_low: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -210,16 +232,16 @@ def library() -> ctypes.CDLL | None:
             errors.append(str(e))
             break
         kernel.efe.argtypes, kernel.efe.restype = EFE_ARGUMENTS, ctypes.c_int
-        kernel.enhance.argtypes, kernel.enhance.restype = ENHANCE_ARGUMENTS, None
+        kernel.enhance.argtypes, kernel.enhance.restype = ENHANCE_ARGUMENTS, ctypes.c_int
         return kernel
     warnings.warn(f"cpu_kernel: could not build {SOURCE.name} ({errors[-1]}); EnhanceNet uses its slower PyTorch "
                   "path on this CPU", stacklevel=2)
     return None
 
 
-def kernel_for(x: torch.Tensor, tensors: list[torch.Tensor]) -> ctypes.CDLL | None:
-    """The kernel when it can run on x and `tensors` (all float32, on a CPU), else None."""
-    if all(t.device.type == "cpu" and t.dtype == torch.float32 for t in [x, *tensors]):
+def kernel_for(*tensors: torch.Tensor) -> ctypes.CDLL | None:
+    """The kernel when it can run on `tensors` (all float32, on a CPU), else None."""
+    if all(t.device.type == "cpu" and t.dtype == torch.float32 for t in tensors):
         return library()
     return None
 
@@ -237,18 +259,22 @@ def check_efe_parameters(parameters: list[torch.Tensor]) -> None:
 
 def c_efe(kernel: ctypes.CDLL, parameters: list[torch.Tensor], image: torch.Tensor, crop: tuple[int, int],
           size: tuple[int, int], threads: int) -> torch.Tensor:
-    """The EFE's output x_r_low (N x 3 x h x w) on the top-left `crop` of an N x 3 x H x W image resized bilinearly
-    to size (h, w), with align_corners=False as EnhanceNet.downscale; `parameters` are a "dsc" EnhanceNet's."""
+    """The EFE's output x_r_low (N x 3 x h x w) on the top-left `crop` of an N x 3 x H x W float image (or an
+    N x H x W x 3 uint8 one) resized bilinearly to size (h, w), with align_corners=False as EnhanceNet.downscale;
+    `parameters` are a "dsc" EnhanceNet's."""
     check_efe_parameters(parameters)
     image = image.contiguous()
-    (batch, _, image_height, image_width), (height, width) = image.shape, size
+    interleaved = image.dtype == torch.uint8
+    batch, image_height, image_width = image.shape[:3] if interleaved else (image.shape[0], *image.shape[2:])
+    height, width = size
     if not (0 < crop[0] <= image_height and 0 < crop[1] <= image_width):
         raise ValueError(f"cpu_kernel.efe: crop {crop} does not fit an image of {image_height}x{image_width}")
-    x_r_low = image.new_empty(batch, 3, height, width)
-    scratch = image.new_empty(SCRATCH_CHANNELS * height * width)
+    x_r_low = torch.empty(batch, 3, height, width)
+    scratch = torch.empty(SCRATCH_CHANNELS * height * width)
     weights = [*interpolation_weights(crop[0], height, False), *interpolation_weights(crop[1], width, False)]
     pointers = (ctypes.c_void_p * len(parameters))(*[p.data_ptr() for p in parameters])
-    if kernel.efe(image.data_ptr(), x_r_low.data_ptr(), batch, image_height, image_width, height, width,
+    planes, rgb = (None, image.data_ptr()) if interleaved else (image.data_ptr(), None)
+    if kernel.efe(planes, rgb, x_r_low.data_ptr(), batch, image_height, image_width, height, width,
                   *[w.data_ptr() for w in weights], pointers, scratch.data_ptr(), threads):
         raise MemoryError("cpu_kernel.efe: out of memory for its row buffers")
     return x_r_low
@@ -266,6 +292,25 @@ def c_enhance(kernel: ctypes.CDLL, x: torch.Tensor, x_r_low: torch.Tensor, crop:
     wide = x.new_empty(*x_r_low.shape[:-1], x.shape[-1])
     weights = [*upsampling_weights(x_r_low.shape[-2], crop[0], x.shape[-2]),
                *upsampling_weights(x_r_low.shape[-1], crop[1], x.shape[-1])]
-    kernel.enhance(*[t.data_ptr() for t in (x, enhanced, x_r, x_r_low, wide)], *x.shape, *x_r_low.shape[-2:],
-                   *[w.data_ptr() for w in weights], threads)
+    kernel.enhance(x.data_ptr(), enhanced.data_ptr(), x_r.data_ptr(), None, None, x_r_low.data_ptr(),
+                   wide.data_ptr(), *x.shape, *x_r_low.shape[-2:], *[w.data_ptr() for w in weights], threads)
     return enhanced, x_r
+
+
+def c_enhance_uint8(kernel: ctypes.CDLL, rgb: torch.Tensor, x_r_low: torch.Tensor, crop: tuple[int, int],
+                    threads: int) -> torch.Tensor:
+    """`c_enhance` from and to N x H x W x 3 uint8 RGB, rounded as files.to_uint8; x_r is not kept."""
+    batch, height, width, channels = rgb.shape
+    x_r_low = x_r_low.contiguous()
+    if x_r_low.shape[:2] != (batch, channels) or not (0 < crop[0] <= height and 0 < crop[1] <= width):
+        raise ValueError(f"cpu_kernel.enhance: x_r_low of shape {tuple(x_r_low.shape)} does not fit an image of "
+                         f"shape {tuple(rgb.shape)}")
+    enhanced = torch.empty_like(rgb)
+    wide = torch.empty(*x_r_low.shape[:-1], width)
+    weights = [*upsampling_weights(x_r_low.shape[-2], crop[0], height),
+               *upsampling_weights(x_r_low.shape[-1], crop[1], width)]
+    if kernel.enhance(None, None, None, rgb.data_ptr(), enhanced.data_ptr(), x_r_low.data_ptr(), wide.data_ptr(),
+                      batch, channels, height, width, *x_r_low.shape[-2:], *[w.data_ptr() for w in weights],
+                      threads):
+        raise MemoryError("cpu_kernel.enhance: out of memory for its row buffers")
+    return enhanced

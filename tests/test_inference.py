@@ -10,6 +10,7 @@ import torch
 import inference
 from baselines import ZeroDCENet
 from conftest import ROOT, random_net
+from files import to_uint8
 from model import load_enhance_net
 
 requires_compiler = pytest.mark.skipif(shutil.which(os.environ.get("CC", "cc")) is None,
@@ -60,7 +61,7 @@ def test_our_snapshot_gives_the_same_image_through_c_and_pytorch():
     with torch.inference_mode():
         c, c_x_r = inference.enhance(net, x)
         plain, plain_x_r = net(x)
-    assert inference.kernel_for(x, list(net.parameters())) is not None
+    assert inference.kernel_for(x, *net.parameters()) is not None
     torch.testing.assert_close(c_x_r, plain_x_r, rtol=0, atol=1e-6)
     torch.testing.assert_close(c, plain, rtol=0, atol=2e-6)
 
@@ -95,9 +96,9 @@ def test_strided_and_channels_last_inputs_give_the_contiguous_result():
 def test_only_float32_on_a_cpu_uses_the_kernel():
     net = random_net(0.2)
     x = torch.rand(1, 3, 24, 36)
-    assert inference.kernel_for(x, list(net.parameters())) is not None
-    assert inference.kernel_for(x.double(), list(net.parameters())) is None
-    assert inference.kernel_for(x, list(net.double().parameters())) is None
+    assert inference.kernel_for(x, *net.parameters()) is not None
+    assert inference.kernel_for(x.double(), *net.parameters()) is None
+    assert inference.kernel_for(x, *net.double().parameters()) is None
 
 
 @requires_compiler
@@ -174,3 +175,22 @@ def test_the_c_glue_checks_shapes_before_calling_c():
         inference.c_enhance(inference.library(), x, torch.rand(1, 1, 4, 4), (48, 48), 1)
     with pytest.raises(ValueError, match="does not fit"):
         inference.c_efe(inference.library(), list(net.parameters()), x, (60, 48), (5, 4), 1)
+
+
+@requires_compiler
+@pytest.mark.parametrize("shape", [(1, 400, 600), (2, 203, 301), (1, 5, 7), (1, 900, 1200)])
+def test_uint8_path_writes_what_the_float_path_rounds_to(shape):
+    net = random_net(0.2)
+    rgb = torch.randint(0, 256, (*shape, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
+    with torch.inference_mode():
+        expected = to_uint8(inference.enhance(net, rgb.permute(0, 3, 1, 2).float().div(255))[0]).permute(0, 2, 3, 1)
+        got = inference.enhance_uint8(net, rgb)
+        fallback = inference.enhance_uint8(net, rgb, c_kernel=False)  # converted, then `enhance` in PyTorch
+    assert got.shape == rgb.shape and got.dtype == torch.uint8
+    assert torch.equal(got, expected)
+    assert (got.int() - fallback.int()).abs().max() <= 1
+
+
+def test_uint8_input_of_another_layout_is_refused():
+    with pytest.raises(ValueError, match="N x H x W x 3 uint8"):
+        inference.enhance_uint8(random_net(), torch.zeros(1, 3, 8, 8, dtype=torch.uint8))
