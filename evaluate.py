@@ -50,6 +50,8 @@ def build_methods(args: argparse.Namespace, device: torch.device) -> tuple[dict,
 
 
 def list_images(folder: Path, limit: int) -> list[Path]:
+    """The images directly in `folder`, sorted, the first `limit` of them (0: all); none, with one line, when the
+    folder is missing."""
     if not folder.is_dir():
         print(f"{folder}: no such folder, set skipped", file=sys.stderr)
         return []
@@ -208,9 +210,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--data_dir", type=Path, default=Path("data/test_data"),
                    help="folder holding the sets (default: data/test_data, the authors' layout)")
     p.add_argument("--paired", nargs="*", default=["LOL"],
-                   help="paired sets, each with low/ and high/ matched by file name (default: LOL, Table 6)")
+                   help="paired sets, each with low/ and high/ matched by file name; --paired with no name "
+                        "skips Table 6's sets (default: LOL, Table 6)")
     p.add_argument("--unpaired", nargs="*", default=["DICM", "LIME", "real"],
-                   help="unpaired sets for Table 5 (default: DICM LIME real, those released with Zero-DCE/++)")
+                   help="unpaired sets for Table 5; --unpaired with no name skips them (default: DICM LIME real, "
+                        "those released with Zero-DCE/++)")
     p.add_argument("--methods", nargs="+", default=METHODS, choices=METHODS,
                    help=f"methods to run (default: all: {' '.join(METHODS)}); Input is the unenhanced image")
     p.add_argument("--weights", type=Path, default=Path("snapshots/sgz_ours.pth"),
@@ -250,11 +254,19 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    try:
-        brisque = metrics.Brisque(args.brisque_model, args.brisque_range) if "5" in args.tables else None
-    except FileNotFoundError as e:
-        print(f"error: {e}", file=sys.stderr)
+    sets = ([args.data_dir / name / "low" for name in args.paired] if "6" in args.tables else []) + \
+        ([args.data_dir / name for name in args.unpaired] if "5" in args.tables else [])
+    if sets and not any(folder.is_dir() and list_images(folder, 1) for folder in sets):
+        print(f"error: no test images under --data_dir {args.data_dir} (looked in {', '.join(map(str, sets))}); "
+              "point --data_dir at the test sets (README: Weights and data)", file=sys.stderr)
         return 2
+    scorers = {}
+    if "5" in args.tables:
+        try:
+            scorers["BRISQUE"] = metrics.Brisque(args.brisque_model, args.brisque_range)
+        except FileNotFoundError as e:
+            print(f"BRISQUE skipped: {e}", file=sys.stderr)
+        scorers["NIQE"] = metrics.Niqe()
     methods, nets = build_methods(args, device)
     inference.keep_freed_memory()  # as test.py runs the networks, so Table 7 times them as a user gets them
     args.out_dir.mkdir(parents=True, exist_ok=True)
@@ -269,7 +281,6 @@ def main(argv: list[str] | None = None) -> int:
                                 ["PSNR-Y", "SSIM-G-Y", "SSIM-W", "PSNR GT-mean", "SSIM GT-mean",
                                  "SSIM-G GT-mean"], [])
     if "5" in args.tables:
-        scorers = {"BRISQUE": brisque, "NIQE": metrics.Niqe()}
         unique = unique_scorer(args.unique_weights, device)
         if unique is not None:
             scorers["UNIQUE"] = unique

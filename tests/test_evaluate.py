@@ -26,8 +26,6 @@ def write(path, rgb: np.ndarray) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
 
-pytestmark = requires_brisque_model  # every run of evaluate.py scores BRISQUE
-
 
 @pytest.fixture(scope="module")
 def small_sets(tmp_path_factory):
@@ -58,6 +56,7 @@ def run(small_sets, tmp_path_factory):
 
 
 @requires_shared
+@requires_brisque_model
 def test_run_completes_and_writes_every_table(run):
     status, out = run
     assert status == 0
@@ -68,6 +67,7 @@ def test_run_completes_and_writes_every_table(run):
 
 
 @requires_shared
+@requires_brisque_model
 def test_missing_ground_truth_and_size_mismatch_are_reported_per_image(run):
     table = (run[1] / "table6_paired.md").read_text()
     assert "146.png: no ground truth" in table
@@ -76,6 +76,7 @@ def test_missing_ground_truth_and_size_mismatch_are_reported_per_image(run):
 
 
 @requires_shared
+@requires_brisque_model
 def test_paired_scores_are_those_of_the_written_outputs(run, small_sets):
     out = run[1]
     table = means(out / "table6_paired.csv")
@@ -88,6 +89,7 @@ def test_paired_scores_are_those_of_the_written_outputs(run, small_sets):
 
 
 @requires_shared
+@requires_brisque_model
 def test_unpaired_table_has_every_method_and_an_average(run):
     table = means(run[1] / "table5_unpaired.csv")
     for method in ["Input", "SGZ", "Zero-DCE++", "Zero-DCE", "SCI", "HE", "CLAHE", "Gamma", "LIME"]:
@@ -96,6 +98,7 @@ def test_unpaired_table_has_every_method_and_an_average(run):
 
 
 @requires_shared
+@requires_brisque_model
 def test_efficiency_table_counts_sgz_zero_dce_and_sci(run):
     table = means(run[1] / "table7_efficiency.csv")
     assert table["SGZ", "120x90", "Params"] == 10_561 and table["Zero-DCE", "120x90", "Params"] == 79_416
@@ -107,6 +110,7 @@ def test_efficiency_table_counts_sgz_zero_dce_and_sci(run):
 
 
 @requires_shared
+@requires_brisque_model
 def test_a_missing_weights_file_skips_its_method_with_one_line(small_sets, tmp_path, capsys):
     status = main(["--data_dir", str(small_sets), "--paired", "pairs", "--tables", "6", "--methods", "SGZ", "Gamma",
                    "--weights", str(tmp_path / "absent.pth"), "--out_dir", str(tmp_path)])
@@ -116,12 +120,15 @@ def test_a_missing_weights_file_skips_its_method_with_one_line(small_sets, tmp_p
 
 
 def test_a_missing_set_folder_is_skipped_with_one_line(tmp_path, capsys):
-    assert main(["--data_dir", str(tmp_path), "--paired", "absent", "--tables", "6", "--methods", "Gamma",
+    for side in ("low", "high"):
+        write(tmp_path / "pairs" / side / "a.png", np.full((32, 48, 3), 30 if side == "low" else 120, np.uint8))
+    assert main(["--data_dir", str(tmp_path), "--paired", "absent", "pairs", "--tables", "6", "--methods", "Gamma",
                  "--out_dir", str(tmp_path / "out")]) == 0
     assert f"{tmp_path / 'absent' / 'low'}: no such folder, set skipped" in capsys.readouterr().err
 
 
 @requires_shared
+@requires_brisque_model
 def test_authors_sgz_weights_on_lol_eval15_give_the_readme_numbers(tmp_path):
     assert main(["--data_dir", str(DATA), "--paired", "LOL", "--tables", "6", "--methods", "SGZ", *NETS[:2],
                  "--out_dir", str(tmp_path)]) == 0
@@ -134,3 +141,21 @@ def test_authors_sgz_weights_on_lol_eval15_give_the_readme_numbers(tmp_path):
     assert gap["SGZ", "LOL", "SSIM-G-Y"] == pytest.approx(0.7470, abs=5e-4)
     # Wang's reference ssim.m (grey, 2x downsampled) lands on the paper's 0.79.
     assert gap["SGZ", "LOL", "SSIM-W"] == pytest.approx(0.7946, abs=5e-4)
+
+
+def test_no_test_images_is_one_line_and_exit_2(tmp_path, capsys):
+    assert main(["--data_dir", str(tmp_path), "--out_dir", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"error: no test images under --data_dir {tmp_path}")
+    assert not (tmp_path / "out").exists()
+
+
+def test_without_the_brisque_model_table_5_has_niqe_and_one_line_says_why(tmp_path, capsys):
+    (tmp_path / "set").mkdir()
+    cv2.imwrite(str(tmp_path / "set" / "a.png"), np.random.default_rng(0).integers(0, 60, (256, 256, 3), np.uint8))
+    status = main(["--data_dir", str(tmp_path), "--tables", "5", "--unpaired", "set", "--methods", "Input", "Gamma",
+                   "--brisque_model", str(tmp_path / "absent.yml"), "--out_dir", str(tmp_path / "out")])
+    assert status == 0
+    assert f"BRISQUE skipped: {tmp_path / 'absent.yml'}: BRISQUE model file missing" in capsys.readouterr().err
+    table = (tmp_path / "out" / "table5_unpaired.md").read_text()
+    assert "set NIQE" in table and "BRISQUE" not in table.split("Convention")[1].split("\n", 1)[1]
