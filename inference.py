@@ -18,12 +18,13 @@ import itertools
 import os
 import platform
 import subprocess
-import warnings
+import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from tqdm import tqdm
 
 from files import atomic_path, to_uint8
 from model import NUM_FEATURES, NUM_ITERATIONS, EnhanceNet
@@ -213,8 +214,8 @@ def build(path: Path, flags: list[str]) -> None:
 
 @functools.cache
 def library() -> ctypes.CDLL | None:
-    """The kernel built for model.py's NUM_FEATURES and NUM_ITERATIONS, or None (with one warning) when it can't
-    be built."""
+    """The kernel built for model.py's NUM_FEATURES and NUM_ITERATIONS, or None, with one line on stderr (between
+    any progress bars), when it can't be built."""
     errors = []
     for openmp in OPENMP_CHOICES:
         flags = FLAGS + openmp + [f"-DNUM_ITERATIONS={NUM_ITERATIONS}", f"-DFEATURES={NUM_FEATURES}"]
@@ -234,8 +235,8 @@ def library() -> ctypes.CDLL | None:
         kernel.efe.argtypes, kernel.efe.restype = EFE_ARGUMENTS, ctypes.c_int
         kernel.enhance.argtypes, kernel.enhance.restype = ENHANCE_ARGUMENTS, ctypes.c_int
         return kernel
-    warnings.warn(f"cpu_kernel: could not build {SOURCE.name} ({errors[-1]}); EnhanceNet uses its slower PyTorch "
-                  "path on this CPU", stacklevel=2)
+    tqdm.write(f"warning: could not build {SOURCE.name} ({errors[-1]}); inference uses its slower PyTorch path on "
+               "this CPU (install a C compiler: README, Install)", file=sys.stderr)
     return None
 
 

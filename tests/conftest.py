@@ -1,5 +1,6 @@
 """Shared test helpers: where ../shared is, a marker for tests that need it, a random network, and one torch
 thread per test."""
+import os
 from pathlib import Path
 
 import pytest
@@ -8,11 +9,12 @@ import torch
 from model import EnhanceNet, init_weights
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared"
+# The reference data: ../shared in CI, or any folder laid out like it (README: Tests) named by SGZ_REFERENCE_DATA.
+SHARED = Path(os.environ.get("SGZ_REFERENCE_DATA") or ROOT.parent / "shared").resolve()
 
 requires_shared = pytest.mark.skipif(
     not (SHARED / "data").is_dir(),
-    reason=f"needs the reference data in {SHARED} (present in CI, absent from a user's clone)",
+    reason=f"needs the reference data in {SHARED} (set SGZ_REFERENCE_DATA to a folder laid out like it)",
 )
 
 # BRISQUE's model files, as Debian's opencv-data installs them (metrics.Brisque, evaluate.py)
