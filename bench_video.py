@@ -30,7 +30,7 @@ import metrics
 from clips import FPS, brightness_flicker, decoded, flicker_frames, moving_frames, write_clip
 from files import to_uint8
 from model import EnhanceNet, load_enhance_net
-from video import enhance_video
+from video import PRESET, enhance_video
 
 ROOT = Path(__file__).resolve().parent
 SHARED = ROOT.parent / "shared"
@@ -38,19 +38,48 @@ LOL = SHARED / "data" / "test_data" / "LOL" / "low"
 SMOOTHING = (0.0, 0.5, 0.8, 0.9)
 
 
-def time_routes(model, clip: Path, work: Path, repeats: int, batch_size: int) -> tuple[float, dict[str, float]]:
-    """Median wall seconds of `enhance_video` (decode + enhance + encode) and of each frame-dump stage.
+def time_routes(model, clip: Path, work: Path, repeats: int,
+                batch_size: int) -> tuple[float, float, dict[str, float]]:
+    """Median wall seconds of `enhance_video` (decode + enhance + encode), of a plain transcode of the same clip
+    (the floor) and of each frame-dump stage.
 
-    One streaming warm-up run first; then the two routes alternate, so both see the same load on a shared machine.
+    One warm-up run first; then the routes alternate, so all see the same load on a shared machine.
     """
-    streaming, stages = [], []
+    streaming, transcode, stages = [], [], []
     for i in range(repeats + 1):
         report = enhance_video(model, clip, work / clip.name, device=torch.device("cpu"), batch_size=batch_size,
                                progress=False)
+        plain = time_plain_transcode(clip, work / f"plain_{clip.name}")
         if i:
             streaming.append(report.seconds)
+            transcode.append(plain)
             stages.append(time_frame_dump(model, clip, work))
-    return statistics.median(streaming), {k: statistics.median(s[k] for s in stages) for k in stages[0]}
+    return (statistics.median(streaming), statistics.median(transcode),
+            {k: statistics.median(s[k] for s in stages) for k in stages[0]})
+
+
+def time_plain_transcode(clip: Path, dst: Path) -> float:
+    """Wall seconds to decode `clip` to RGB frames and encode them as video.py does (libx264, its preset, crf 18,
+    audio copied), with no enhancement: what streaming costs at the least."""
+    start = time.perf_counter()
+    with av.open(str(clip)) as source, av.open(str(dst), "w") as out:
+        video_in = source.streams.video[0]
+        video_in.thread_type = "AUTO"
+        audio = {s.index: out.add_stream_from_template(s) for s in source.streams.audio}
+        video = out.add_stream("libx264", rate=video_in.average_rate, options={"crf": "18", "preset": PRESET})
+        video.width, video.height, video.pix_fmt = video_in.width, video_in.height, "yuv420p"
+        for packet in source.demux(video_in, *source.streams.audio):
+            if packet.stream.type == "audio":
+                if packet.dts is not None:
+                    packet.stream = audio[packet.stream.index]
+                    out.mux(packet)
+                continue
+            for frame in packet.decode():
+                rgb = av.VideoFrame.from_ndarray(frame.to_ndarray(format="rgb24"), format="rgb24")
+                rgb.pts, rgb.time_base = frame.pts, frame.time_base
+                out.mux(video.encode(rgb))
+        out.mux(video.encode(None))
+    return time.perf_counter() - start
 
 
 @torch.inference_mode()
@@ -162,17 +191,18 @@ def run(args: argparse.Namespace) -> None:
           f"(FFmpeg {av.ffmpeg_version_info}), torch {torch.__version__}")
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        print("| clip | frames | streaming fps | x real time | frame-dump fps "
-              "| dump JPEG / image script / re-join (s) |")
-        print("| --- | --- | --- | --- | --- | --- |")
+        print("| clip | frames | streaming fps | x real time | plain transcode fps (floor) | streaming / floor "
+              "| frame-dump fps | dump JPEG / image script / re-join (s) |")
+        print("| --- | --- | --- | --- | --- | --- | --- | --- |")
         for i, size in enumerate(args.sizes):
             width, height = map(int, size.split("x"))
             n = max(2, round(args.seconds[min(i, len(args.seconds) - 1)] * FPS))
             clip = write_clip(work / f"clip_{size}.mp4", moving_frames(width, height, n), audio="aac")
             (work / size).mkdir()
-            seconds, stages = time_routes(model, clip, work / size, args.repeats, args.batch_size)
-            print(f"| {size}, {n / FPS:g} s | {n} | {n / seconds:.1f} | {n / FPS / seconds:.2f} | "
-                  f"{n / sum(stages.values()):.1f} | {' / '.join(f'{s:.1f}' for s in stages.values())} |")
+            seconds, floor, stages = time_routes(model, clip, work / size, args.repeats, args.batch_size)
+            print(f"| {size}, {n / FPS:g} s | {n} | {n / seconds:.1f} | {n / FPS / seconds:.2f} | {n / floor:.1f} | "
+                  f"{floor / seconds:.2f}x | {n / sum(stages.values()):.1f} | "
+                  f"{' / '.join(f'{s:.1f}' for s in stages.values())} |")
         width, height = map(int, args.sizes[0].split("x"))
         peaks = []
         for factor in (1, 10):
