@@ -70,8 +70,8 @@ class EnhanceNet(nn.Module):
     def crop_size(self, x: torch.Tensor) -> tuple[int, int]:
         """The top-left crop x_r is computed on: each side floored to a multiple of `scale_factor`, or whole
         where it is shorter than that."""
-        s = self.scale_factor
-        return tuple(side // s * s if side >= s else side for side in x.shape[-2:])
+        s = self.scale_factor  # max/min rather than `if`: an exported graph (export.py) keeps both cases
+        return tuple(max(side // s * s, min(side, s - 1)) for side in x.shape[-2:])
 
     def downscale_size(self, x: torch.Tensor) -> tuple[int, int]:
         """The EFE's input size: the crop's divided by `scale_factor`, at least 1x1."""
