@@ -19,7 +19,7 @@ from model import EnhanceNet
 INPUT_NAME = "image"
 OUTPUT_NAMES = ["enhanced", "x_r"]
 OPTIONAL_PACKAGES = ["onnxscript", "onnxruntime"]
-INSTALL_HINT = "pip install onnxruntime onnxscript (both are in requirements-dev.txt)"
+INSTALL_HINT = "pip install onnxruntime onnxscript (both in requirements-dev.txt)"
 DEFAULT_OPSET = 18  # the lowest opset torch.onnx's exporter writes without converting the graph down
 # The ops the graph may use: ONNX's core, which mobile and GPU runtimes implement. No Pow, which the GPU delegates of
 # mobile runtimes lack: model.recurrent_enhance squares as x * x. An op outside this set fails the export.
