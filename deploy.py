@@ -37,7 +37,9 @@ def to_onnx(net: EnhanceNet, opset: int = DEFAULT_OPSET):
 
     Raises ValueError when the graph uses an op outside PORTABLE_OPS.
     """
-    # Sides that are no multiple of the scale factor, and a batch of 2, so that no size is traced as a constant.
+    # Sides that are no multiple of the scale factor, and a batch of 2, so that no size is traced as a constant. Where
+    # torch.export cannot prove a guard on the sizes for every size (a Python `if` on a size), torch.onnx.export
+    # falls back to tracing the branch this example takes, silently: export.py checks sizes on each side of the rule.
     example = torch.rand(2, 3, 5 * net.scale_factor + 1, 7 * net.scale_factor + 5)
     dims = {0: torch.export.Dim("batch"), 2: torch.export.Dim("height"), 3: torch.export.Dim("width")}
     program = torch.onnx.export(net, (example,), dynamo=True, input_names=[INPUT_NAME],
@@ -62,6 +64,7 @@ def session(graph: bytes | Path, threads: int):
     import onnxruntime  # here: optional, and bench.py imports this module without it
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+    options.log_severity_level = 4  # fatal only: a failing run raises its error, not also a log line
     source = str(graph) if isinstance(graph, Path) else graph
     return onnxruntime.InferenceSession(source, options, providers=["CPUExecutionProvider"])
 

@@ -20,33 +20,35 @@ OFFICIAL = SHARED / "weights" / "sgz_official_epoch99.pth"
 WEIGHTS = [pytest.param(OURS, id="ours"), pytest.param(OFFICIAL, id="authors", marks=requires_shared)]
 
 
-def run_export(*args) -> tuple[int, str]:
-    """export.py's exit status and what it printed."""
-    printed = io.StringIO()
-    with contextlib.redirect_stdout(printed):
+def run_export(*args) -> tuple[int, str, str]:
+    """export.py's exit status and what it printed on stdout and on stderr."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         status = export_script.main(list(map(str, args)))
-    return status, printed.getvalue()
+    return status, out.getvalue(), err.getvalue()
 
 
 @pytest.fixture(scope="module")
 def export_once(tmp_path_factory):
-    """export.py on a weight file, run once per file in this module: weights -> (graph, exit status, printed)."""
+    """export.py on a weight file, run once per file in this module: weights -> (graph, what it printed)."""
     for package in deploy.OPTIONAL_PACKAGES:
         pytest.importorskip(package)
     runs = {}
 
-    def export(weights: Path) -> tuple[Path, int, str]:
+    def export(weights: Path) -> tuple[Path, str]:
         if weights not in runs:
             path = tmp_path_factory.mktemp("onnx") / "sgz.onnx"
             runs[weights] = (path, *run_export("--weight_dir", weights, "--onnx", path))
-        return runs[weights]
+        path, status, printed, error = runs[weights]
+        assert status == 0, error
+        return path, printed
     return export
 
 
 def test_export_writes_the_checked_graph_and_prints_each_largest_difference(export_once):
-    path, status, printed = export_once(OURS)
+    path, printed = export_once(OURS)
     lines = printed.splitlines()
-    assert status == 0 and [p.name for p in path.parent.iterdir()] == ["sgz.onnx"]  # no temporary file left
+    assert [p.name for p in path.parent.iterdir()] == ["sgz.onnx"]  # no temporary file left
     checks = [line.split(": largest difference ") for line in lines[:-1]]
     assert [label for label, _ in checks] == [f"onnxruntime vs PyTorch, random {size}" for size in
                                               ["600x396", "600x400", "301x203, batch of 2", "29x11"]]
@@ -99,15 +101,13 @@ def test_onnxruntime_is_within_1_255_of_test_py_at_odd_sizes(tmp_path, export_on
     assert_within_one_level_of_test_py(export_once(weights)[0], weights, inputs, tmp_path / "out")
 
 
-def test_a_graph_that_disagrees_with_pytorch_is_one_line_exit_1_and_not_written(tmp_path, export_once, monkeypatch,
-                                                                               capsys):
+def test_a_graph_that_disagrees_with_pytorch_is_one_line_exit_1_and_not_written(tmp_path, export_once, monkeypatch):
     onnx = pytest.importorskip("onnx")
     ours = onnx.load(export_once(OURS)[0])
     monkeypatch.setattr(deploy, "to_onnx", lambda net, opset: ours)  # our graph beside other weights
     weights = tmp_path / "random.pth"
     torch.save(random_net().state_dict(), weights)
-    status, _ = run_export("--weight_dir", weights, "--onnx", tmp_path / "out.onnx")
-    error = capsys.readouterr().err
+    status, _, error = run_export("--weight_dir", weights, "--onnx", tmp_path / "out.onnx")
     assert status == 1 and error.count("\n") == 1 and "over 1/255" in error
     assert not (tmp_path / "out.onnx").exists() and sorted(p.name for p in tmp_path.iterdir()) == ["random.pth"]
 
@@ -121,15 +121,13 @@ def test_an_op_outside_the_portable_set_is_refused(export_once, monkeypatch):
         deploy.check_portable(graph)
 
 
-def test_missing_weights_are_one_line_and_exit_2(tmp_path, capsys):
-    assert run_export("--weight_dir", tmp_path / "absent.pth", "--onnx", tmp_path / "out.onnx")[0] == 2
-    error = capsys.readouterr().err
-    assert error.count("\n") == 1 and "absent.pth: no such weight file" in error
+def test_missing_weights_are_one_line_and_exit_2(tmp_path):
+    status, _, error = run_export("--weight_dir", tmp_path / "absent.pth", "--onnx", tmp_path / "out.onnx")
+    assert status == 2 and error.count("\n") == 1 and "absent.pth: no such weight file" in error
     assert not (tmp_path / "out.onnx").exists()
 
 
-def test_without_onnxruntime_export_says_how_to_install_it_and_exits_2(tmp_path, capsys, monkeypatch):
+def test_without_onnxruntime_export_says_how_to_install_it_and_exits_2(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "onnxruntime", None)
-    assert run_export("--onnx", tmp_path / "out.onnx")[0] == 2
-    error = capsys.readouterr().err
-    assert error.count("\n") == 1 and "pip install onnxruntime" in error
+    status, _, error = run_export("--onnx", tmp_path / "out.onnx")
+    assert status == 2 and error.count("\n") == 1 and "pip install onnxruntime" in error
