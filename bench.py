@@ -1,9 +1,11 @@
-"""Inference speed: the authors' op-by-op math beside this repo's default path, in one run, as one table.
+"""Inference speed: the authors' op-by-op math beside this repo's default path and onnxruntime, in one table.
 
     python bench.py                                    # full table: 4 sizes on CPU (and CUDA when present)
     python bench.py --sizes 64x48 --repeats 3 --folder_images 4 --folder_size 64x48   # a quick check
 
-Each row is the median of --repeats timed runs after --warmup untimed ones, on the same input.
+Each row is the median of --repeats timed runs after --warmup untimed ones, on the same input. The onnxruntime rows
+run export.py's graph (deploy.py) on --threads threads; without onnxruntime or onnxscript one line says they are
+skipped.
 """
 import argparse
 import ctypes
@@ -20,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+import deploy
 import inference
 from metrics import interleaved_median_seconds, median_seconds
 from model import NUM_ITERATIONS, EnhanceNet, init_weights, load_enhance_net
@@ -84,13 +87,28 @@ def parse_size(text: str) -> tuple[int, int]:
     return int(width), int(height)
 
 
-def model_rows(net: EnhanceNet, size: tuple[int, int], device: torch.device, args) -> list[list[str]]:
+def onnxruntime_session(net: EnhanceNet, threads: int):
+    """An onnxruntime session of net's ONNX graph (deploy.py), exported once to a temporary file; None, after one
+    line, when onnxruntime or onnxscript is not installed."""
+    missing = deploy.missing_packages()
+    if missing:
+        print(f"onnxruntime rows skipped: {' and '.join(missing)} not installed; {deploy.INSTALL_HINT}")
+        return None
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "sgz.onnx"
+        path.write_bytes(deploy.to_onnx(net).SerializeToString())
+        return deploy.session(path, threads)
+
+
+def model_rows(net: EnhanceNet, size: tuple[int, int], device: torch.device, args, session) -> list[list[str]]:
     width, height = size
     x = torch.rand(1, 3, height, width, generator=torch.Generator().manual_seed(0)).mul_(0.4).to(device)
     paths = {"reference (authors' math)": lambda: reference_forward(net, x),
              "default (inference.enhance)": lambda: inference.enhance(net, x)}
     if device.type == "cpu":
         paths["default without a C compiler"] = lambda: inference.enhance(net, x, c_kernel=False)
+        if session is not None:
+            paths["onnxruntime"] = lambda: deploy.run(session, x)
     if args.compile:
         paths["torch.compile"] = torch.compile(lambda: reference_forward(net, x))
     if device.type == "cuda":
@@ -184,12 +202,13 @@ def run(args: argparse.Namespace) -> None:
         weights = Path(tempfile.mkdtemp()) / "random.pth"
         torch.save(net.state_dict(), weights)
     devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
+    session = onnxruntime_session(net, args.threads)
     rows = []
     with torch.inference_mode():
         for device in devices:
             net.to(device)
             for size in args.sizes.split(","):
-                rows += model_rows(net, parse_size(size), device, args)
+                rows += model_rows(net, parse_size(size), device, args, session)
                 if device.type == "cuda":
                     rows.append(bandwidth_floor_row(parse_size(size), device))
     if args.folder_images:
