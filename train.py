@@ -34,7 +34,8 @@ from segmentation import BN_MODES, USS, SegWeightsError
 
 
 class TrainingDiverged(Exception):
-    """The loss became NaN or Inf; the message says where and which checkpoint is the last good one."""
+    """The loss, a gradient or the weights became NaN or Inf; the message says where and which checkpoint is the
+    last good one."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -212,7 +213,7 @@ def resume(run: TrainingRun, path: str) -> None:
 def train_step(run: TrainingRun, low: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
     """One optimizer step on a batch: (the loss terms, the gradient norm before clipping).
 
-    Raises TrainingDiverged, before the step, when the loss is not finite on any process.
+    Raises TrainingDiverged, before the step, when the loss is not finite on any process, or the gradient.
     """
     low = low.to(run.device, non_blocking=True).contiguous(memory_format=run.memory_format)
     with torch.autocast(run.device.type, enabled=run.args.amp):
@@ -221,22 +222,47 @@ def train_step(run: TrainingRun, low: torch.Tensor) -> tuple[dict[str, torch.Ten
     bad = torch.tensor(float(not torch.isfinite(terms["total"]).item()), device=run.device)
     if run.world > 1:
         dist.all_reduce(bad)
+    epoch, step = run.position["epoch"] + 1, run.position["step"] + 1
     if bad.item():
-        last = run.folder / "last.pth"
-        kept = f"the last good checkpoint is {last}" if last.is_file() else "no checkpoint was written yet"
-        raise TrainingDiverged(f"loss became {terms['total'].item()} at epoch {run.position['epoch'] + 1}, step "
-                               f"{run.position['step'] + 1}; stopped, {kept}")
+        raise diverged(run, f"loss became {terms['total'].item()}", epoch, step)
     run.optimizer.zero_grad(set_to_none=True)
     run.scaler.scale(terms["total"]).backward()
     run.scaler.unscale_(run.optimizer)
     grad_norm = torch.nn.utils.clip_grad_norm_(run.model.parameters(), run.args.grad_clip_norm)
+    # A finite loss can still have a NaN gradient (sqrt at 0). Under AMP an overflow is the scaler's to skip.
+    if not run.args.amp and not torch.isfinite(grad_norm):  # the same on every process: DDP averaged it
+        raise diverged(run, f"gradient norm became {grad_norm.item()}", epoch, step)
     run.scaler.step(run.optimizer)
     run.scaler.update()
     return terms, grad_norm
 
 
+def diverged(run: TrainingRun, what: str, epoch: int, step: int) -> TrainingDiverged:
+    last = run.folder / "last.pth"
+    kept = f"the last good checkpoint is {last}" if last.is_file() else "no checkpoint was written yet"
+    return TrainingDiverged(f"{what} at epoch {epoch}, step {step}; stopped, {kept}")
+
+
+def first_non_finite(state: dict) -> str | None:
+    """The key path of the first float tensor in `state` (nested dicts) holding NaN or Inf, or None."""
+    for key, value in state.items():
+        inner = first_non_finite(value) if isinstance(value, dict) else None
+        if inner is not None:
+            return f"{key}.{inner}"
+        if torch.is_tensor(value) and value.is_floating_point() and not torch.isfinite(value).all():
+            return str(key)
+    return None
+
+
 def save(run: TrainingRun, epoch: int) -> None:
-    """last.pth at the current position; EpochN.pth named, as the authors do, by the epoch in progress."""
+    """last.pth at the current position; EpochN.pth named, as the authors do, by the epoch in progress.
+
+    Raises TrainingDiverged, writing nothing, when the weights or the optimizer state hold NaN or Inf.
+    """
+    state = {"model": run.model.state_dict(), "optimizer": run.optimizer.state_dict()["state"]}
+    bad = first_non_finite(state)  # every process checks: DDP keeps their states equal
+    if bad is not None:
+        raise diverged(run, f"{bad} holds NaN or Inf", epoch + 1, run.position["step"])
     if not run.lead:
         return
     ckpt = dict(run.position, model=run.model.state_dict(), optimizer=run.optimizer.state_dict(),

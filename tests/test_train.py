@@ -9,6 +9,7 @@ import urllib.error
 
 import pytest
 import torch
+from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 import segmentation
@@ -113,24 +114,58 @@ def test_tensorboard_gets_every_loss_term_lr_grad_norm_and_images(tmp_path):
     assert len(events.Scalars("loss/total")) == 2
 
 
-def test_a_nan_loss_stops_with_one_line_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch, capsys):
+def all_finite(state: dict) -> bool:
+    return train.first_non_finite(state) is None and all(torch.isfinite(t).all() for t in state["model"].values())
+
+
+def test_an_all_black_training_image_keeps_every_checkpoint_finite(tmp_path):
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "photo.png").write_bytes((SAMPLES / "coffee.png").read_bytes())
+    Image.new("RGB", (64, 64)).save(tmp_path / "data" / "black.png")  # enhanced = input there, whatever x_r is
+    run(tmp_path / "run", "--lowlight_images_path", str(tmp_path / "data"), "--image_size", "64",
+        "--num_epochs", "3")
+    assert all_finite(load(tmp_path / "run" / "last.pth"))
+    for epoch in range(3):
+        assert all(torch.isfinite(t).all() for t in load(tmp_path / "run" / f"Epoch{epoch}.pth").values())
+
+
+# At the third step the loss turns NaN, or stays finite with a NaN gradient (sqrt at 0: value 0, gradient NaN).
+BREAKS = {"loss became nan": lambda total, enhanced: total * float("nan"),
+          "gradient norm became nan": lambda total, enhanced: total + (0 * enhanced.sum()).sqrt()}
+
+
+@pytest.mark.parametrize("message", BREAKS)
+def test_a_nan_loss_or_gradient_stops_with_one_line_and_keeps_the_last_good_checkpoint(
+        tmp_path, monkeypatch, capsys, message):
     forward = SGZLoss.forward
 
-    def nan_after_first_epoch(self, *a):
-        terms = forward(self, *a)
-        if self.calls > 2:
-            terms["total"] = terms["total"] * float("nan")
+    def break_third_step(self, low, enhanced, x_r):
+        terms = forward(self, low, enhanced, x_r)
         self.calls += 1
+        if self.calls == 3:
+            terms["total"] = BREAKS[message](terms["total"], enhanced)
         return terms
 
-    monkeypatch.setattr(SGZLoss, "calls", 1, raising=False)
-    monkeypatch.setattr(SGZLoss, "forward", nan_after_first_epoch)
+    monkeypatch.setattr(SGZLoss, "calls", 0, raising=False)
+    monkeypatch.setattr(SGZLoss, "forward", break_third_step)
     with pytest.raises(SystemExit) as e:
         train.main(argv(tmp_path, "--sem_weight", "0", "--num_epochs", "3"))
     assert e.value.code == 1
     err = error_lines(capsys.readouterr().err)
-    assert len(err) == 1 and "nan" in err[0] and "epoch 2, step 3" in err[0] and "last.pth" in err[0]
-    assert load(tmp_path / "last.pth")["step"] == 2
+    assert len(err) == 1 and f"{message} at epoch 2, step 3" in err[0] and "last.pth" in err[0]
+    kept = load(tmp_path / "last.pth")
+    assert kept["step"] == 2 and all_finite(kept)
+    assert sorted(p.name for p in tmp_path.glob("*.pth")) == ["Epoch0.pth", "last.pth"]
+
+
+def test_weights_holding_nan_are_never_saved(tmp_path):
+    run_ = train.build(train.build_parser().parse_args(argv(tmp_path, "--sem_weight", "0")), 0, 1,
+                       torch.device("cpu"))
+    with torch.no_grad():
+        run_.model.e_conv7.point_conv.bias[1] = float("inf")
+    with pytest.raises(train.TrainingDiverged, match="e_conv7.point_conv.bias holds NaN or Inf at epoch 1, step 0"):
+        train.save(run_, 0)
+    assert not tmp_path.exists() or list(tmp_path.iterdir()) == []
 
 
 def test_user_errors_are_one_line_without_a_traceback(tmp_path, monkeypatch, capsys):
