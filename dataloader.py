@@ -6,12 +6,11 @@ and checks every file once up front, so a bad file is named and left out before 
 import sys
 from pathlib import Path
 
-import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from files import IMAGE_EXTENSIONS, SIXTEEN_BIT_MODES, find_inputs, open_image, rgb_array
+from files import IMAGE_EXTENSIONS, find_inputs, open_image, rgb_array
 
 
 class DataError(Exception):
@@ -27,19 +26,17 @@ def find_images(root: str | Path) -> list[Path]:
 
 
 def unreadable_reason(path: Path) -> str | None:
-    """Why `path` does not decode as an image, or None when it does."""
+    """Why `path` does not read as an image (files.open_image), or None when it does."""
     try:
-        with Image.open(path) as im:
-            im.draft("RGB", (64, 64))  # JPEGs decode at reduced scale: the whole stream is read, quickly.
-            im.load()
+        open_image(path, draft=(64, 64))  # JPEGs decode at reduced scale: the whole stream is read, quickly
     except Exception as e:
-        return f"{type(e).__name__}: {e}"
+        return str(e).removeprefix(f"{path}: ") or type(e).__name__
     return None
 
 
 def load_image(path: str | Path, size: int | None = None) -> torch.Tensor:
     """An image as a 3xHxW float tensor in [0, 1], read as test.py reads it (files.read_image: EXIF, gray, alpha,
-    palette, 16-bit), Lanczos-resized to size x size when `size` is given."""
+    palette, 16-bit, float), Lanczos-resized to size x size when `size` is given."""
     img = open_image(Path(path))
     if size is not None:
         img = resized(img, size)
@@ -47,10 +44,10 @@ def load_image(path: str | Path, size: int | None = None) -> torch.Tensor:
 
 
 def resized(img: Image.Image, size: int) -> Image.Image:
-    """`img` Lanczos-resized to size x size; 8-bit images as RGB, as the authors' loader does, others (16-bit
-    gray) in 32-bit float, so their precision survives."""
-    if img.mode in SIXTEEN_BIT_MODES:
-        return img.convert("F").resize((size, size), Image.LANCZOS).convert("I")
+    """`img` Lanczos-resized to size x size; 8-bit images as RGB, as the authors' loader does, deeper gray (mode F
+    from open_image) as float, so its precision survives."""
+    if img.mode == "F":
+        return img.resize((size, size), Image.LANCZOS)
     return img.convert("RGB").resize((size, size), Image.LANCZOS)
 
 
@@ -68,7 +65,7 @@ class LowLightDataset(Dataset):
             if reason is None:
                 self.paths.append(path)
             elif verbose:
-                print(f"skipping {path}: unreadable image ({reason})", file=sys.stderr)
+                print(f"skipping {path}: {reason}", file=sys.stderr)
         if not self.paths:
             raise DataError(f"{root}: no readable images ({', '.join(IMAGE_EXTENSIONS)}) in this folder or below")
 

@@ -13,7 +13,10 @@ import torch
 from PIL import Image, ImageOps
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
-SIXTEEN_BIT_MODES = frozenset({"I", "I;16", "I;16B", "I;16L", "I;16N"})
+SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16B", "I;16L", "I;16N"})
+DEEP_MODES = SIXTEEN_BIT_MODES | {"I", "F"}  # one channel beyond 8 bits: 16-bit, 32-bit integer, 32-bit float
+# TIFF tags that say what a sample's range is: SMaxSampleValue, MaxSampleValue, BitsPerSample
+TIFF_S_MAX_SAMPLE, TIFF_MAX_SAMPLE, TIFF_BITS_PER_SAMPLE = 341, 281, 258
 SAVE_OPTIONS = {"JPEG": {"quality": 95}, "WEBP": {"quality": 95}}
 
 
@@ -28,25 +31,51 @@ def find_inputs(input_path: Path, extensions: Collection[str]) -> list[Path]:
     return sorted(p for p in input_path.rglob("*") if p.is_file() and p.suffix.lower() in extensions)
 
 
-def open_image(path: Path) -> Image.Image:
-    """The decoded image in `path`, EXIF orientation applied. Raises BadInputError naming the file."""
+def full_scale(img: Image.Image) -> float | None:
+    """The sample value of white in a DEEP_MODES image: 1 in float (mode F), 65535 in 16-bit, and in 32-bit integer
+    (mode I) what its TIFF tags declare (a maximum sample value, or a bit depth up to 16); None when unknown."""
+    if img.mode == "F":
+        return 1.0
+    if img.mode in SIXTEEN_BIT_MODES:
+        return 65535.0
+    tags = getattr(img, "tag_v2", {})
+    for tag in (TIFF_S_MAX_SAMPLE, TIFF_MAX_SAMPLE):
+        if tag in tags:
+            return float(max(tags[tag]))
+    bits = tags.get(TIFF_BITS_PER_SAMPLE, (32,))[0]
+    return float(2 ** bits - 1) if bits <= 16 else None
+
+
+def open_image(path: Path, draft: tuple[int, int] | None = None) -> Image.Image:
+    """The decoded image in `path`, EXIF orientation applied; a DEEP_MODES image as mode F in [0, 1] (NaN as 0).
+    `draft`: JPEGs decode at about this size, a quick check that the whole stream reads.
+    Raises BadInputError naming the file, also for 32-bit integers of no declared range (never read as black)."""
     try:
         with Image.open(path) as img:
-            img = ImageOps.exif_transpose(img)
+            if draft:
+                img.draft("RGB", draft)
+            scale = full_scale(img) if img.mode in DEEP_MODES else 1.0
+            img = ImageOps.exif_transpose(img)  # a copy: the TIFF tags are read before
             img.load()
+    except FileNotFoundError:
+        raise BadInputError(f"{path}: no longer there (removed during the run)") from None
     except Image.DecompressionBombError as e:
         raise BadInputError(f"{path}: too large to decode safely ({e})") from None
     except (OSError, SyntaxError, ValueError) as e:
         reason = "empty file" if path.stat().st_size == 0 else f"not a readable image ({e})"
         raise BadInputError(f"{path}: {reason}") from None
-    return img
+    if img.mode not in DEEP_MODES:
+        return img
+    if scale is None:
+        raise BadInputError(f"{path}: 32-bit integer samples with no declared range (TIFF MaxSampleValue); save it "
+                            "as 8- or 16-bit, or as float in [0, 1]")
+    return Image.fromarray(np.clip(np.nan_to_num(np.asarray(img, dtype=np.float32) / scale), 0.0, 1.0))
 
 
 def rgb_array(img: Image.Image) -> np.ndarray:
-    """An HxWx3 float32 RGB array in [0, 1]: gray, alpha, palette and 16-bit made RGB."""
-    if img.mode in SIXTEEN_BIT_MODES:
-        gray = np.asarray(img, dtype=np.float32) / 65535.0
-        return np.repeat(np.clip(gray, 0.0, 1.0)[..., None], 3, axis=2)
+    """An HxWx3 float32 RGB array in [0, 1]: gray (8-bit, or mode F from `open_image`), alpha and palette made RGB."""
+    if img.mode == "F":
+        return np.repeat(np.clip(np.asarray(img, dtype=np.float32), 0.0, 1.0)[..., None], 3, axis=2)
     if img.mode == "P":
         img = img.convert("RGBA")
     return np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0

@@ -55,10 +55,11 @@ def test_a_missing_or_empty_folder_is_one_clear_error(tmp_path):
         LowLightDataset(tmp_path / "empty")
 
 
-def test_a_16_bit_png_trains_as_what_it_shows(tmp_path):
-    gray = np.tile(np.linspace(0, 65535, 64, dtype=np.uint16), (64, 1))
-    Image.fromarray(gray).save(tmp_path / "sixteen.png")
-    assert Image.open(tmp_path / "sixteen.png").mode == "I;16"
+@pytest.mark.parametrize("name, white, mode", [("sixteen.png", 65535, "I;16"), ("float.tif", 1, "F")])
+def test_a_16_bit_or_float_image_trains_as_what_it_shows(tmp_path, name, white, mode):
+    gray = np.tile(np.linspace(0, white, 64), (64, 1)).astype(np.uint16 if white > 1 else np.float32)
+    Image.fromarray(gray).save(tmp_path / name)
+    assert Image.open(tmp_path / name).mode == mode
     image = LowLightDataset(tmp_path, image_size=32, verbose=False)[0]
     assert image.shape == (3, 32, 32) and torch.equal(image[0], image[2])
     assert image.mean().item() == pytest.approx(0.5, abs=0.01) and image.min() < 0.02 and image.max() > 0.98

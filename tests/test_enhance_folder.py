@@ -8,12 +8,13 @@ import av
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from PIL import Image, TiffImagePlugin
 
+import inference
 import test as enhance_script
 from clips import moving_frames, write_clip
 from conftest import ROOT, SHARED, requires_shared
-from files import to_uint8, write_image
+from files import BadInputError, to_uint8, write_image
 from model import EnhanceNet, init_weights, load_enhance_net
 
 OFFICIAL = SHARED / "weights" / "sgz_official_epoch99.pth"
@@ -107,6 +108,36 @@ def test_sixteen_bit_gray_keeps_its_full_range(tmp_path):
     image = enhance_script.read_image(tmp_path / "half.png")
     assert image.shape == (4, 5, 3)
     np.testing.assert_allclose(image, 32768 / 65535, rtol=1e-6)
+
+
+def test_float_gray_reads_as_its_values_clipped_to_unit_range(tmp_path):
+    Image.fromarray(np.array([[0.0, 0.25, 0.5, 1.0], [1.7, -0.2, np.nan, 0.01]], np.float32)).save(tmp_path / "f.tif")
+    assert Image.open(tmp_path / "f.tif").mode == "F"
+    image = enhance_script.read_image(tmp_path / "f.tif")
+    assert np.array_equal(image[..., 0], image[..., 2])
+    np.testing.assert_allclose(image[..., 0], [[0.0, 0.25, 0.5, 1.0], [1.0, 0.0, 0.0, 0.01]], rtol=1e-6)
+
+
+def test_32_bit_integer_gray_is_scaled_by_its_declared_range_or_refused_on_one_line(tmp_path):
+    values = np.array([[0, 51, 255, 300]], np.int32)
+    declared = TiffImagePlugin.ImageFileDirectory_v2()
+    declared[281] = 255  # MaxSampleValue
+    Image.fromarray(values).save(tmp_path / "declared.tif", tiffinfo=declared)
+    np.testing.assert_allclose(enhance_script.read_image(tmp_path / "declared.tif")[..., 1], [[0, 0.2, 1, 1]])
+    Image.fromarray(values).save(tmp_path / "bare.tif")
+    assert Image.open(tmp_path / "bare.tif").mode == "I"
+    with pytest.raises(BadInputError) as e:
+        enhance_script.read_image(tmp_path / "bare.tif")
+    assert str(e.value).startswith(f"{tmp_path / 'bare.tif'}: 32-bit integer samples with no declared range")
+
+
+def test_an_input_removed_during_the_run_is_named_and_the_run_goes_on(tmp_path, random_weights):
+    Image.fromarray(dark((16, 12))).save(tmp_path / "here.png")
+    plan = {tmp_path / name: tmp_path / "out" / name for name in ("gone.png", "here.png")}
+    forward = inference.forward_for(load_enhance_net(random_weights))
+    done, skipped, _ = enhance_script.enhance_images(forward, plan, torch.device("cpu"), 2, 1)
+    assert done == 1 and skipped == [f"{tmp_path / 'gone.png'}: no longer there (removed during the run)"]
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["here.png"]
 
 
 def test_output_format_png_converts_every_output(tmp_path, random_weights):
