@@ -10,19 +10,23 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from files import IMAGE_EXTENSIONS, find_inputs, open_image, rgb_array
+from files import IMAGE_EXTENSIONS, BadInputError, find_inputs, open_image, rgb_array
 
 
 class DataError(Exception):
     """The training folder is unusable; the message names it and says why in one line."""
 
 
-def find_images(root: str | Path) -> list[Path]:
-    """Every file under `root` with an image extension (any case), in sorted order."""
+def find_images(root: str | Path) -> tuple[list[Path], list[str]]:
+    """Every file under `root` with an image extension (any case), in sorted order, and one line for each folder
+    below it that cannot be listed."""
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"{root}: no such folder (give the training images with --lowlight_images_path)")
-    return find_inputs(root, IMAGE_EXTENSIONS)
+    try:
+        return find_inputs(root, IMAGE_EXTENSIONS)
+    except BadInputError as e:
+        raise DataError(str(e)) from None
 
 
 def unreadable_reason(path: Path) -> str | None:
@@ -54,13 +58,17 @@ def resized(img: Image.Image, size: int) -> Image.Image:
 class LowLightDataset(Dataset):
     """The readable images under `root`, resized to image_size x image_size (512: the authors' loader).
 
-    Unreadable files are named on stderr, one line each, and excluded. Raises DataError when none is left.
+    Unreadable files and folders are named on stderr, one line each, and excluded. Raises DataError when none is
+    left, or when `root` cannot be listed.
     """
 
     def __init__(self, root: str | Path, image_size: int = 512, verbose: bool = True):
         self.image_size = image_size
         self.paths = []
-        for path in find_images(root):
+        paths, unlisted = find_images(root)
+        for line in unlisted if verbose else []:
+            print(f"skipping {line}", file=sys.stderr)
+        for path in paths:
             reason = unreadable_reason(path)
             if reason is None:
                 self.paths.append(path)

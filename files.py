@@ -24,11 +24,22 @@ class BadInputError(Exception):
     """One input file that cannot be read; the message names it and says why in one line."""
 
 
-def find_inputs(input_path: Path, extensions: Collection[str]) -> list[Path]:
-    """Files under `input_path` (or `input_path` itself) whose suffix is in `extensions`, sorted."""
+def find_inputs(input_path: Path, extensions: Collection[str]) -> tuple[list[Path], list[str]]:
+    """Files under `input_path` (or `input_path` itself) whose suffix is in `extensions`, sorted, and one line for
+    each folder below it that cannot be listed. Raises BadInputError when `input_path` itself cannot be."""
     if input_path.is_file():
-        return [input_path] if input_path.suffix.lower() in extensions else []
-    return sorted(p for p in input_path.rglob("*") if p.is_file() and p.suffix.lower() in extensions)
+        return [input_path] if input_path.suffix.lower() in extensions else [], []
+    found, unlisted = [], []
+
+    def unlistable(e: OSError) -> None:
+        line = f"{e.filename}: cannot list this folder ({e.strerror})"
+        if e.filename == os.fspath(input_path):
+            raise BadInputError(line)
+        unlisted.append(line)
+
+    for folder, _, names in os.walk(input_path, onerror=unlistable):
+        found += [p for p in map(Path(folder).joinpath, names) if p.suffix.lower() in extensions and p.is_file()]
+    return sorted(found), unlisted
 
 
 def full_scale(img: Image.Image) -> float | None:

@@ -199,9 +199,16 @@ def run(args: argparse.Namespace) -> int:
                          "or train one with `python train.py`") from None
     except ValueError as e:
         raise SetupError(str(e)) from None
-    plan = plan_outputs(find_inputs(args.input_dir, IMAGE_EXTENSIONS), args.input_dir, args.test_dir,
+    try:
+        inputs, unlisted = find_inputs(args.input_dir, (*IMAGE_EXTENSIONS, *VIDEO_EXTENSIONS))
+    except BadInputError as e:
+        raise SetupError(e) from None
+    for line in unlisted:
+        print(f"skipped {line}", file=sys.stderr)
+    plan = plan_outputs([p for p in inputs if p.suffix.lower() in IMAGE_EXTENSIONS], args.input_dir, args.test_dir,
                         args.output_format)
-    video_plan = plan_outputs(find_inputs(args.input_dir, VIDEO_EXTENSIONS), args.input_dir, args.test_dir, "same")
+    video_plan = plan_outputs([p for p in inputs if p.suffix.lower() in VIDEO_EXTENSIONS], args.input_dir,
+                              args.test_dir, "same")
     forward = torch.compile(model) if args.compile else inference.forward_for(model)
     inference.keep_freed_memory()
     start = time.perf_counter()
@@ -212,7 +219,7 @@ def run(args: argparse.Namespace) -> int:
         ms_per_image = 1000 / max(done, 1)
         print(f"{done} images enhanced into {args.test_dir}, {len(skipped)} skipped; model "
               f"{model_seconds * ms_per_image:.1f} ms/image, wall {wall * ms_per_image:.1f} ms/image on {device}")
-    problems = skipped + enhance_videos(model, video_plan, device, args)
+    problems = unlisted + skipped + enhance_videos(model, video_plan, device, args)
     return 1 if problems else 0
 
 

@@ -22,7 +22,7 @@ def image_tree(tmp_path):
 
 
 def test_every_image_format_is_found_at_any_depth(image_tree):
-    names = sorted(p.name for p in find_images(image_tree))
+    names = sorted(p.name for p in find_images(image_tree)[0])
     assert names == ["a.jpg", "b.PNG", "c.bmp", "d.tiff", "e.webp", "f.JPEG", "g.tif"]
     assert len(LowLightDataset(image_tree, 32)) == 7
 
@@ -45,6 +45,16 @@ def test_unreadable_files_are_named_once_and_left_out(image_tree, capsys):
     assert len(lines) == 2
     assert any("broken.jpg" in line for line in lines) and any("truncated.jpg" in line for line in lines)
     assert len(dataset) == 7 and all(dataset[i].shape == (3, 16, 16) for i in range(len(dataset)))
+
+
+def test_a_folder_that_cannot_be_listed_is_named_once_and_left_out(image_tree, unlistable, capsys):
+    unlistable.add(str(image_tree / "sub"))
+    assert len(LowLightDataset(image_tree, 16)) == 5
+    assert capsys.readouterr().err.splitlines() == [f"skipping {image_tree / 'sub'}: cannot list this folder "
+                                                    "(Permission denied)"]
+    unlistable.add(str(image_tree))
+    with pytest.raises(DataError, match="cannot list this folder"):
+        LowLightDataset(image_tree)
 
 
 def test_a_missing_or_empty_folder_is_one_clear_error(tmp_path):

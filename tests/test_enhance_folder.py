@@ -140,6 +140,24 @@ def test_an_input_removed_during_the_run_is_named_and_the_run_goes_on(tmp_path, 
     assert [p.name for p in (tmp_path / "out").iterdir()] == ["here.png"]
 
 
+def test_a_folder_that_cannot_be_listed_is_named_and_the_rest_is_enhanced(tmp_path, random_weights, unlistable,
+                                                                           capsys):
+    (tmp_path / "in" / "locked").mkdir(parents=True)
+    for name in ("a.png", "locked/b.png"):
+        Image.fromarray(dark((16, 12))).save(tmp_path / "in" / name)
+    unlistable.add(str(tmp_path / "in" / "locked"))
+    assert enhance_script.main(["--weight_dir", str(random_weights), "--input_dir", str(tmp_path / "in"),
+                                "--test_dir", str(tmp_path / "out")]) == 1
+    captured = capsys.readouterr()
+    assert [line for line in captured.err.splitlines() if line.startswith("skipped")] == [
+        f"skipped {tmp_path / 'in' / 'locked'}: cannot list this folder (Permission denied)"]
+    assert "1 images enhanced" in captured.out and [p.name for p in (tmp_path / "out").iterdir()] == ["a.png"]
+    unlistable.add(str(tmp_path / "in"))
+    assert enhance_script.main(["--weight_dir", str(random_weights), "--input_dir", str(tmp_path / "in"),
+                                "--test_dir", str(tmp_path / "out2")]) == 2
+    assert capsys.readouterr().err == f"error: {tmp_path / 'in'}: cannot list this folder (Permission denied)\n"
+
+
 def test_output_format_png_converts_every_output(tmp_path, random_weights):
     (tmp_path / "in").mkdir()
     Image.fromarray(dark((16, 12))).save(tmp_path / "in" / "a.jpg")
@@ -176,7 +194,7 @@ def test_output_that_would_overwrite_an_input_is_refused(tmp_path):
     (tmp_path / "a" / "a").mkdir(parents=True)
     for name in ["a/x.png", "a/a/x.png"]:
         Image.fromarray(dark((8, 8))).save(tmp_path / name)
-    inputs = enhance_script.find_inputs(tmp_path / "a", enhance_script.IMAGE_EXTENSIONS)
+    inputs, _ = enhance_script.find_inputs(tmp_path / "a", enhance_script.IMAGE_EXTENSIONS)
     with pytest.raises(enhance_script.SetupError, match="would overwrite an input"):
         enhance_script.plan_outputs(inputs, tmp_path / "a", tmp_path, "same")
 
