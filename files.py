@@ -3,8 +3,9 @@ rounding, atomic writes and checkpoint reading. Imports no other module of this 
 """
 import contextlib
 import os
+import re
 import uuid
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -18,6 +19,7 @@ DEEP_MODES = SIXTEEN_BIT_MODES | {"I", "F"}  # one channel beyond 8 bits: 16-bit
 # TIFF tags that say what a sample's range is: SMaxSampleValue, MaxSampleValue, BitsPerSample
 TIFF_S_MAX_SAMPLE, TIFF_MAX_SAMPLE, TIFF_BITS_PER_SAMPLE = 341, 281, 258
 SAVE_OPTIONS = {"JPEG": {"quality": 95}, "WEBP": {"quality": 95}}
+TEMPORARY = re.compile(r"\.(.+)\.[0-9a-f]{32}\.tmp")  # atomic_path's temporary for NAME: .NAME.<uuid4 hex>.tmp
 
 
 class BadInputError(Exception):
@@ -107,8 +109,9 @@ def to_uint8(image: torch.Tensor | np.ndarray) -> torch.Tensor | np.ndarray:
 
 @contextlib.contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:
-    """A temporary path beside `path` to write to; when the block ends without an exception it is renamed into
-    place, so `path` only ever holds an old file or the whole new one. Otherwise it is removed."""
+    """A temporary path beside `path` to write to (named as TEMPORARY matches); when the block ends without an
+    exception it is renamed into place, so `path` only ever holds an old file or the whole new one. Otherwise it is
+    removed; a killed process leaves it, for `remove_temporaries` to clear."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     try:
@@ -116,6 +119,20 @@ def atomic_path(path: Path) -> Iterator[Path]:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def remove_temporaries(outputs: Iterable[Path]) -> None:
+    """Remove the temporary files (TEMPORARY) that an interrupted run left beside `outputs`: only those of the
+    outputs about to be written, so another run writing elsewhere in the folder keeps its own."""
+    names: dict[Path, set[str]] = {}
+    for path in outputs:
+        names.setdefault(path.parent, set()).add(path.name)
+    for folder, wanted in names.items():
+        with contextlib.suppress(OSError), os.scandir(folder) as entries:
+            for entry in entries:
+                match = TEMPORARY.fullmatch(entry.name)
+                if match and match[1] in wanted and entry.is_file(follow_symlinks=False):
+                    os.unlink(entry.path)
 
 
 def write_atomically(path: Path, write: Callable[[BinaryIO], None]) -> None:

@@ -21,7 +21,8 @@ import torch
 from tqdm import tqdm
 
 import inference
-from files import IMAGE_EXTENSIONS, BadInputError, find_inputs, read_image, to_uint8, write_image
+from files import (IMAGE_EXTENSIONS, BadInputError, find_inputs, read_image, remove_temporaries, to_uint8,
+                   write_image)
 from model import load_enhance_net
 from video import VIDEO_EXTENSIONS, VideoError, enhance_video
 
@@ -209,6 +210,7 @@ def run(args: argparse.Namespace) -> int:
                         args.output_format)
     video_plan = plan_outputs([p for p in inputs if p.suffix.lower() in VIDEO_EXTENSIONS], args.input_dir,
                               args.test_dir, "same")
+    remove_temporaries([*plan.values(), *video_plan.values()])
     forward = torch.compile(model) if args.compile else inference.forward_for(model)
     inference.keep_freed_memory()
     start = time.perf_counter()

@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from dataloader import DataError, LowLightDataset
 from loss import LOSS_FORMS, WEIGHTS, SGZLoss
-from files import extract_state_dict, read_checkpoint, write_atomically
+from files import extract_state_dict, read_checkpoint, remove_temporaries, write_atomically
 from model import EnhanceNet, init_weights, load_enhance_net
 from segmentation import BN_MODES, USS, SegWeightsError
 
@@ -285,6 +285,8 @@ def train_epochs(run: TrainingRun) -> list[float]:
     args, pos = run.args, run.position
     if run.lead:
         run.folder.mkdir(parents=True, exist_ok=True)
+        remove_temporaries(run.folder / name for name in ("last.pth", "args.json",
+                                                           *(f"Epoch{e}.pth" for e in range(args.num_epochs))))
         resolved = dict(vars(args), sem_weight=run.sem_weight, device=str(run.device), world_size=run.world)
         write_atomically(run.folder / "args.json", lambda f: f.write(json.dumps(resolved, indent=2).encode()))
         run.writer = SummaryWriter(run.folder / "tensorboard")

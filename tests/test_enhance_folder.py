@@ -253,6 +253,22 @@ def test_videos_in_the_folder_are_enhanced_beside_the_images_and_a_fake_one_is_n
     assert not (tmp_path / "out" / "clips" / "fake.mp4").exists()
 
 
+def test_a_later_run_removes_the_temporaries_a_killed_run_left_beside_its_outputs_and_nothing_else(
+        tmp_path, random_weights):
+    (tmp_path / "in").mkdir()
+    Image.fromarray(dark((16, 12))).save(tmp_path / "in" / "a.png")
+    (tmp_path / "out").mkdir()
+    hex32 = "0123456789abcdef" * 2
+    left = [f".a.png.{hex32}.tmp"]
+    kept = [f".b.png.{hex32}.tmp", f".a.png.{hex32[:31]}.tmp", f".a.png.{hex32.upper()}.tmp", f"a.png.{hex32}.tmp",
+            f".a.png.{hex32}.tmp.bak", "notes.txt"]
+    for name in left + kept:
+        (tmp_path / "out" / name).write_bytes(b"half an image")
+    assert enhance_script.main(["--weight_dir", str(random_weights), "--input_dir", str(tmp_path / "in"),
+                                "--test_dir", str(tmp_path / "out")]) == 0
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(kept + ["a.png"])
+
+
 def test_outputs_get_the_usual_file_permissions(tmp_path):
     umask = os.umask(0o022)
     os.umask(umask)

@@ -103,6 +103,14 @@ def test_checkpoints_are_whole_files_in_the_authors_format_beside_the_resolved_a
     assert args["sem_weight"] == 0 and args["world_size"] == 1 and args["lr"] == 1e-3 and args["image_size"] == 32
 
 
+def test_a_killed_runs_half_written_checkpoint_is_removed_by_the_next_run(tmp_path):
+    tmp_path.mkdir(exist_ok=True)
+    (tmp_path / f".last.pth.{'ab' * 16}.tmp").write_bytes(b"half a checkpoint")
+    (tmp_path / f".Epoch0.pth.{'cd' * 16}.tmp").write_bytes(b"half the weights")
+    run(tmp_path, "--num_epochs", "1")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["Epoch0.pth", "args.json", "last.pth", "tensorboard"]
+
+
 def test_tensorboard_gets_every_loss_term_lr_grad_norm_and_images(tmp_path):
     args = train.build_parser().parse_args(argv(tmp_path, "--num_epochs", "1", "--display_iter", "1",
                                                 "--seg_weights", "none"))
