@@ -24,14 +24,15 @@ import inference
 from files import (IMAGE_EXTENSIONS, BadInputError, find_inputs, read_image, remove_temporaries, to_uint8,
                    write_image)
 from model import load_enhance_net
-from video import VIDEO_EXTENSIONS, VideoError, enhance_video
+from video import VIDEO_EXTENSIONS, VideoError, enhance_video, planned_output
 
 class SetupError(Exception):
     """A problem that stops the whole run before it starts (exit status 2)."""
 
 
 def plan_outputs(inputs: list[Path], input_path: Path, test_dir: Path, output_format: str) -> dict[Path, Path]:
-    """Map each input to its output path; refuse any plan that would write over an input or over another output."""
+    """Map each input to the path its output will have (a video's after any change to .mkv); refuse any plan that
+    would write over an input, over another output, or over an existing file in an input's own folder."""
     root = input_path if input_path.is_dir() else input_path.parent
     if input_path.is_dir() and test_dir.resolve().is_relative_to(input_path.resolve()):
         raise SetupError(f"--test_dir {test_dir} is inside --input_dir {input_path}: outputs would be read back "
@@ -39,15 +40,21 @@ def plan_outputs(inputs: list[Path], input_path: Path, test_dir: Path, output_fo
     plan = {}
     for src in inputs:
         dst = test_dir / src.relative_to(root)
-        plan[src] = dst.with_suffix(".png") if output_format == "png" else dst
+        if src.suffix.lower() in VIDEO_EXTENSIONS:
+            plan[src] = planned_output(src, dst)
+        else:
+            plan[src] = dst.with_suffix(".png") if output_format == "png" else dst
     resolved_inputs = {p.resolve() for p in inputs}
-    seen = set()
+    seen = {}
     for src, dst in plan.items():
         if dst.resolve() in resolved_inputs:
             raise SetupError(f"{dst}: would overwrite an input; choose another --test_dir")
-        if dst in seen:
-            raise SetupError(f"{dst}: two inputs would both be written here; drop --output_format png or rename one")
-        seen.add(dst)
+        if dst.resolve() in seen:
+            raise SetupError(f"{dst}: both {seen[dst.resolve()]} and {src} would be written here; rename one"
+                             + (" or drop --output_format png" if output_format == "png" else ""))
+        if dst.exists() and dst.parent.resolve() == src.parent.resolve():
+            raise SetupError(f"{dst}: would replace a file beside its input {src}; choose another --test_dir")
+        seen[dst.resolve()] = src
     return plan
 
 
@@ -206,11 +213,10 @@ def run(args: argparse.Namespace) -> int:
         raise SetupError(e) from None
     for line in unlisted:
         print(f"skipped {line}", file=sys.stderr)
-    plan = plan_outputs([p for p in inputs if p.suffix.lower() in IMAGE_EXTENSIONS], args.input_dir, args.test_dir,
-                        args.output_format)
-    video_plan = plan_outputs([p for p in inputs if p.suffix.lower() in VIDEO_EXTENSIONS], args.input_dir,
-                              args.test_dir, "same")
-    remove_temporaries([*plan.values(), *video_plan.values()])
+    everything = plan_outputs(inputs, args.input_dir, args.test_dir, args.output_format)
+    plan = {src: dst for src, dst in everything.items() if src.suffix.lower() in IMAGE_EXTENSIONS}
+    video_plan = {src: dst for src, dst in everything.items() if src not in plan}
+    remove_temporaries(everything.values())
     forward = torch.compile(model) if args.compile else inference.forward_for(model)
     inference.keep_freed_memory()
     start = time.perf_counter()

@@ -33,6 +33,7 @@ VIDEO_EXTENSIONS = frozenset({".mp4", ".mov", ".mkv", ".avi", ".webm"})
 # Output containers. AVI stores no timestamps (so no reordered H.264 frames) and WebM no H.264: both become .mkv.
 CONTAINERS = {".mp4": "mp4", ".mov": "mov", ".mkv": "matroska"}
 PRESET = "veryfast"  # libx264 speed preset: on CPU the encoder shares the cores with the model
+OPEN_ERRORS = (av.FFmpegError, OSError, UnicodeDecodeError)  # what av.open raises for a file it cannot read
 QUEUE_BATCHES = 2  # batches each queue may hold: enough to overlap decode, model and encode, and no more
 _END = object()
 
@@ -142,10 +143,23 @@ def output_path(dst: Path, audio_codecs: Iterable[str]) -> Path:
     return dst.with_suffix(".mkv")
 
 
+def _audio_codecs(container) -> list[str]:
+    return [stream.codec_context.codec.canonical_name for stream in container.streams.audio]
+
+
+def planned_output(src: Path, dst: Path) -> Path:
+    """The path `enhance_video(src, dst)` writes (see `output_path`), found before it runs, from src's audio."""
+    try:
+        with av.open(str(src)) as container:
+            return output_path(dst, _audio_codecs(container))
+    except OPEN_ERRORS:
+        return output_path(dst, [])  # unreadable: enhance_video will say so and write nothing
+
+
 def _open_input(src: Path):
     try:
         container = av.open(str(src))
-    except (av.FFmpegError, OSError, UnicodeDecodeError) as e:
+    except OPEN_ERRORS as e:
         raise VideoError(f"{src}: not a readable video ({_one_line(e)})") from e
     if not container.streams.video:
         container.close()
@@ -194,7 +208,7 @@ def enhance_video(model: EnhanceNet, src: Path, dst: Path, *, device: torch.devi
     container, in_video = _open_input(src)
     try:
         in_audio = list(container.streams.audio)
-        dst = output_path(dst, [s.codec_context.codec.canonical_name for s in in_audio])
+        dst = output_path(dst, _audio_codecs(container))
         if dst.resolve() == src.resolve():
             raise VideoError(f"{src}: the output would overwrite the input; choose another --test_dir")
         with atomic_path(dst) as tmp:

@@ -199,6 +199,42 @@ def test_output_that_would_overwrite_an_input_is_refused(tmp_path):
         enhance_script.plan_outputs(inputs, tmp_path / "a", tmp_path, "same")
 
 
+def refused(random_weights, *args) -> str:
+    """test.py's one error line; it must exit 2 before enhancing anything."""
+    result = run_cli("--weight_dir", random_weights, *args)
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+    return result.stderr
+
+
+def test_a_video_whose_output_becomes_mkv_never_lands_on_another_output(tmp_path, random_weights):
+    (tmp_path / "in").mkdir()
+    for name in ("clip.avi", "clip.mkv"):
+        write_clip(tmp_path / "in" / name, moving_frames(32, 24, 2))
+    err = refused(random_weights, "--input_dir", tmp_path / "in", "--test_dir", tmp_path / "out")
+    assert f"{tmp_path / 'out' / 'clip.mkv'}: both " in err and "would be written here; rename one" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_video_whose_output_becomes_mkv_never_lands_on_an_input(tmp_path, random_weights):
+    (tmp_path / "P" / "in" / "in").mkdir(parents=True)
+    write_clip(tmp_path / "P" / "in" / "clip.mkv", moving_frames(32, 24, 2))
+    write_clip(tmp_path / "P" / "in" / "in" / "clip.avi", moving_frames(32, 24, 2))
+    data = (tmp_path / "P" / "in" / "clip.mkv").read_bytes()
+    err = refused(random_weights, "--input_dir", tmp_path / "P" / "in", "--test_dir", tmp_path / "P")
+    assert f"{tmp_path / 'P' / 'in' / 'clip.mkv'}: would overwrite an input" in err
+    assert (tmp_path / "P" / "in" / "clip.mkv").read_bytes() == data
+
+
+def test_a_png_output_never_replaces_an_existing_file_beside_its_input(tmp_path, random_weights):
+    Image.fromarray(dark((16, 12))).save(tmp_path / "photo.jpg")
+    Image.fromarray(dark((16, 12), seed=1)).save(tmp_path / "photo.png")
+    data = (tmp_path / "photo.png").read_bytes()
+    err = refused(random_weights, "--input_dir", tmp_path / "photo.jpg", "--test_dir", tmp_path,
+                  "--output_format", "png")
+    assert f"{tmp_path / 'photo.png'}: would replace a file beside its input" in err
+    assert (tmp_path / "photo.png").read_bytes() == data
+
+
 def test_failed_write_leaves_no_partial_file(tmp_path, monkeypatch):
     def broken_save(self, fp, *args, **kwargs):
         fp.write(b"half")
