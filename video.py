@@ -11,12 +11,14 @@ unchanged. Video is H.264 (libx264): yuv420p where both sides are even, yuv444p 
 an odd size exactly), and lossless RGB (libx264rgb) at `crf=0`. A container that cannot hold H.264 plus the input's
 audio (AVI, WebM) is written as Matroska (.mkv) instead.
 """
+import contextlib
 import io
 import queue
 import threading
 import time
+from collections import deque
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -98,6 +100,46 @@ class FrameEnhancer:
             x_r_low.mul_(1 - self.alpha).add_(self.x_r_low, alpha=self.alpha)
         self.x_r_low = x_r_low
         return inference.enhance(self.model, x, x_r_low)[0]
+
+
+class FrameTimes:
+    """Each decoded frame's (pts, duration) in the stream's time base, always increasing.
+
+    Timestamps are kept, unless missing or out of order: from there on frames follow at the frame rate. An AVI
+    stores no presentation times, only each packet's slot (its dts; a dropped frame leaves its slot empty), and the
+    decoder hands frames out in display order, so there the n-th frame takes the n-th slot.
+    """
+
+    def __init__(self, avi: bool, frame_duration: int):
+        self.slots = deque() if avi else None
+        self.frame_duration, self.steady, self.last, self.next = frame_duration, not avi, None, 0
+
+    def packet(self, packet: av.Packet) -> None:
+        if self.slots is not None and packet.size and packet.dts is not None:
+            self.slots.append(packet.dts)
+
+    def frame(self, frame: av.VideoFrame) -> tuple[int, int]:
+        if self.slots:
+            pts, duration = max(self.slots.popleft(), self.next), self.frame_duration
+        else:
+            self.steady = self.steady and frame.pts is not None and (self.last is None or frame.pts > self.last)
+            pts = frame.pts if self.steady else self.next
+            duration = frame.duration if self.steady and frame.duration else self.frame_duration
+        self.last, self.next = pts, pts + duration
+        return pts, duration
+
+
+@contextlib.contextmanager
+def _ffmpeg_errors() -> Iterator[list[tuple[int, str, str]]]:
+    """FFmpeg's error messages (level, context name, text) from every thread while the block runs. PyAV drops all
+    of FFmpeg's messages unless a level is set: this sets ERROR for the block, then puts the old level back."""
+    level = av.logging.get_level()
+    av.logging.set_level(av.logging.ERROR)
+    try:
+        with av.logging.Capture(local=False) as logs:
+            yield logs
+    finally:
+        av.logging.set_level(level)
 
 
 def _one_line(e: BaseException) -> str:
@@ -234,25 +276,25 @@ def _run(container, output, enhance: FrameEnhancer, batch_size: int, progress: b
     errors: list[str] = []
     frame_duration = max(1, round(1 / (out_video.codec_context.framerate * in_video.time_base)))
 
+    times = FrameTimes("avi" in container.format.name, frame_duration)
+    cut_short: list[str] = []  # the demuxer read less than the packet's size: the file ends or is damaged there
+
     def decode() -> None:
-        last, next_pts, steady = None, 0, "avi" not in container.format.name
         try:
             for packet in container.demux(in_video, *in_audio):
+                if packet.is_corrupt:
+                    cut_short.append(f"a {packet.stream.type} packet is cut short")
                 if packet.stream.type == "audio":
                     if packet.dts is not None:
                         _put(decoded, packet, stop)
                     continue
+                times.packet(packet)
                 for frame in packet.decode():
-                    # Timestamps are kept, unless missing or out of order: from there on (and throughout an AVI,
-                    # which stores none), frames follow at the stream's frame rate.
-                    steady = steady and frame.pts is not None and (last is None or frame.pts > last)
-                    pts = last = frame.pts if steady else next_pts
-                    next_pts = pts + (frame.duration if steady and frame.duration else frame_duration)
-                    _put(decoded, (frame.to_ndarray(format="rgb24"), pts, next_pts - pts), stop)
+                    _put(decoded, (frame.to_ndarray(format="rgb24"), *times.frame(frame)), stop)
                 if stop.is_set():
                     return
         except av.FFmpegError as e:
-            errors.append(f"{src}: damaged video data at {float(next_pts * in_video.time_base):.2f} s, "
+            errors.append(f"{src}: damaged video data at {float(times.next * in_video.time_base):.2f} s, "
                           f"enhanced up to there ({_one_line(e)})")
         finally:
             _put(decoded, _END, stop)
@@ -271,12 +313,12 @@ def _run(container, output, enhance: FrameEnhancer, batch_size: int, progress: b
         if not stop.is_set():
             output.mux(out_video.encode(None))
 
-    total, expected = in_video.frames or None, _declared_duration(in_video)
     frames, first, end = 0, None, 0  # frames enhanced, first pts, end of the last frame
 
     def enhance_batches() -> None:
         nonlocal frames, first, end
-        estimate = total or (round(expected * out_video.codec_context.framerate) if expected else None)
+        declared = _declared_duration(in_video)  # for the progress bar only: headers count hidden frames too
+        estimate = in_video.frames or (round(declared * out_video.codec_context.framerate) if declared else None)
         with tqdm(total=estimate, unit="frame", desc=src.name, disable=not progress, leave=False) as bar:
             batch: list = []
             while True:
@@ -298,18 +340,22 @@ def _run(container, output, enhance: FrameEnhancer, batch_size: int, progress: b
                     break
         _put(encoded, _END, stop)
 
-    with ThreadPoolExecutor(2) as pool:
+    with _ffmpeg_errors() as logs, ThreadPoolExecutor(2) as pool:
         workers = [pool.submit(_stop_on_error, stage, stop) for stage in (decode, encode)]
         _stop_on_error(enhance_batches, stop)
         for worker in workers:
             worker.result()
-    duration = float((end - first) * in_video.time_base) if frames else 0.0
-    if not errors:
-        if total and frames < total:
-            errors.append(f"{src}: only {frames} of {total} frames could be read (truncated or damaged)")
-        elif frames and not total and expected and expected - duration > 2 * frame_duration * in_video.time_base:
-            errors.append(f"{src}: video ends at {duration:.2f} s of {expected:.2f} s (truncated or damaged)")
-    return frames, duration, errors[0] if errors else None
+    # Completeness is what decodes: a demuxer that meets the end of the data early marks the packet it cut short,
+    # or says so ("partial file", "File ended prematurely"), and stops as at a normal end. Headers' frame counts and
+    # durations mislead: they include frames an edit list hides (a clip cut without re-encoding), a cover picture's
+    # stream spans the audio, an AVI counts its dropped frames.
+    cut = [text.strip() for level, name, text in logs if level <= av.logging.ERROR and name == container.format.name]
+    if times.slots is not None and times.next < in_video.frames:  # an AVI counts its slots, dropped frames' too
+        cut.append(f"{times.next} of its {in_video.frames} frame slots")
+    if (cut or cut_short) and not errors:
+        errors.append(f"{src}: the data stops at {float(end * in_video.time_base):.2f} s ({(cut + cut_short)[0]}), "
+                      "enhanced up to there (truncated or damaged)")
+    return frames, float((end - first) * in_video.time_base) if frames else 0.0, errors[0] if errors else None
 
 
 def _rotation(src: Path) -> int:

@@ -1,5 +1,7 @@
 """video.py: streaming video enhancement keeps frames, timing and audio, survives bad input, and smooths on request."""
 import re
+import shutil
+import subprocess
 from pathlib import Path
 
 import av
@@ -131,7 +133,8 @@ def test_options_out_of_range_are_refused(tmp_path, model, option):
         enhance(model, src, **option)
 
 
-@pytest.mark.parametrize("name, options", [("cut.mp4", {"movflags": "faststart"}), ("cut.mkv", None)])
+@pytest.mark.parametrize("name, options", [("cut.mp4", {"movflags": "faststart"}), ("cut.mkv", None),
+                                           ("cut.avi", None)])
 def test_truncated_file_keeps_decoded_frames_in_a_playable_output(tmp_path, model, name, options):
     src = write_clip(tmp_path / name, moving_frames(96, 64, 2 * N), options=options)
     data = src.read_bytes()
@@ -143,6 +146,54 @@ def test_truncated_file_keeps_decoded_frames_in_a_playable_output(tmp_path, mode
     times = probe(report.output)["times"]  # each frame at its input time; a B-frame cut off leaves a gap
     assert len(times) == report.frames and times == sorted(times)
     assert max(abs(t * FPS - round(t * FPS)) for t in times) < 1e-3 * FPS
+
+
+requires_ffmpeg = pytest.mark.skipif(shutil.which("ffmpeg") is None,
+                                     reason="needs the ffmpeg command-line tool to make the clip")
+
+
+def ffmpeg(*args) -> None:
+    subprocess.run(["ffmpeg", "-loglevel", "error", "-y", *map(str, args)], check=True, timeout=120)
+
+
+def assert_whole(report, src: Path) -> None:
+    """No verdict of damage, every frame the input decodes to, at the input's times, and its audio."""
+    before, after = probe(src), probe(report.output)
+    assert report.error is None and report.frames == len(before["times"]) == len(after["times"])
+    assert after["times"] == pytest.approx(before["times"], abs=1e-3)
+    assert [(codec, data) for codec, data, _ in after["audio"]] == [(codec, data) for codec, data, _ in before["audio"]]
+    assert [t for _, _, t in after["audio"]] == pytest.approx([t for _, _, t in before["audio"]], abs=1e-3)
+
+
+@requires_ffmpeg
+def test_a_clip_cut_without_re_encoding_is_whole_though_its_edit_list_hides_frames(tmp_path, model):
+    write_clip(tmp_path / "in.mp4", moving_frames(64, 48, 3 * FPS), audio="aac")
+    ffmpeg("-ss", 1.3, "-i", tmp_path / "in.mp4", "-c", "copy", tmp_path / "cut.mp4")
+    with av.open(str(tmp_path / "cut.mp4")) as cut:
+        assert cut.streams.video[0].frames > len(list(cut.decode(video=0)))  # pre-roll packets the edit list hides
+    assert_whole(enhance(model, tmp_path / "cut.mp4"), tmp_path / "cut.mp4")
+
+
+@requires_ffmpeg
+def test_an_avi_with_a_dropped_frame_is_whole_and_keeps_each_frame_at_its_time(tmp_path, model):
+    ffmpeg("-f", "lavfi", "-i", "testsrc=size=64x48:rate=25", "-f", "lavfi", "-i", "sine=sample_rate=48000",
+           "-t", 1, "-vf", r"select=not(eq(n\,5))", "-fps_mode", "passthrough", "-c:v", "mpeg4", "-c:a", "mp3",
+           tmp_path / "drop.avi")
+    with av.open(str(tmp_path / "drop.avi")) as clip:
+        assert clip.streams.video[0].frames > len(list(clip.decode(video=0)))  # its index counts the dropped one
+    assert_whole(enhance(model, tmp_path / "drop.avi"), tmp_path / "drop.avi")
+
+
+@requires_ffmpeg
+def test_an_audio_file_with_cover_art_is_whole(tmp_path, model):
+    Image.fromarray(np.asarray(next(moving_frames(64, 48, 1)))).save(tmp_path / "cover.png")
+    ffmpeg("-f", "lavfi", "-i", "sine=sample_rate=48000", "-i", tmp_path / "cover.png", "-t", 2, "-map", 0,
+           "-map", 1, "-c:a", "aac", "-c:v", "png", "-disposition:v", "attached_pic", tmp_path / "song.mp4")
+    report = enhance(model, tmp_path / "song.mp4")
+    with av.open(str(tmp_path / "song.mp4")) as song:
+        audio = [bytes(packet) for packet in song.demux(audio=0) if packet.size]
+    assert report.frames == 1 and report.error is None and len(audio) > 80
+    assert [data for _, data, _ in probe(report.output)["audio"]] == audio
 
 
 def test_damaged_packet_stops_there_with_a_playable_output(tmp_path, model):
