@@ -9,6 +9,7 @@ Exit status: 0 when every file was enhanced, 1 when some were skipped (each name
 setup error (missing folder or weights) that stops the run before it starts.
 """
 import argparse
+import math
 import sys
 import time
 from collections import deque
@@ -191,14 +192,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "not in the paper (default: 0, off)")
     parser.add_argument("--output_format", choices=["same", "png"], default="same",
                         help="same: each output keeps its input's format; png: all PNG (default: same)")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    for flag, low, high in (("batch_size", 1, math.inf), ("crf", 0, 51)):  # checked before any work starts
+        if not low <= getattr(args, flag) <= high:
+            parser.error(f"--{flag} {getattr(args, flag)}: must be "
+                         + (f"in {low}..{high}" if high < math.inf else f"at least {low}"))
+    if not 0 <= args.temporal_smoothing < 1:
+        parser.error(f"--temporal_smoothing {args.temporal_smoothing}: must be in [0, 1)")
+    return args
 
 
 def run(args: argparse.Namespace) -> int:
     if not args.input_dir.exists():
         raise SetupError(f"{args.input_dir}: no such file or folder (--input_dir)")
-    if args.batch_size < 1 or not 0 <= args.temporal_smoothing < 1:
-        raise SetupError("--batch_size must be at least 1 and --temporal_smoothing in [0, 1)")
     device = pick_device(args.device)
     try:
         model = load_enhance_net(args.weight_dir, args.scale_factor, args.conv_type, device)

@@ -239,7 +239,8 @@ def enhance_video(model: EnhanceNet, src: Path, dst: Path, *, device: torch.devi
                   crf: int = 18, temporal_smoothing: float = 0.0, progress: bool = True) -> VideoReport:
     """Enhance every frame of `src` and write `dst` (or its .mkv sibling, see `output_path`) atomically.
 
-    Raises VideoError when no output can be made; a truncated or corrupt input gives a valid output of the frames
+    Raises VideoError when no output can be made, from the input or because `dst` cannot be written (a file in the
+    way of its folder, no permission, a full disk); a truncated or corrupt input gives a valid output of the frames
     decoded before the damage, with `VideoReport.error` naming it.
     """
     if not 0 <= crf <= 51:
@@ -253,14 +254,17 @@ def enhance_video(model: EnhanceNet, src: Path, dst: Path, *, device: torch.devi
         dst = output_path(dst, _audio_codecs(container))
         if dst.resolve() == src.resolve():
             raise VideoError(f"{src}: the output would overwrite the input; choose another --test_dir")
+        rotation = _rotation(src)
         with atomic_path(dst) as tmp:
             with av.open(str(tmp), "w", format=CONTAINERS[dst.suffix.lower()]) as output:
-                _add_video_stream(output, in_video, crf, _rotation(src))
+                _add_video_stream(output, in_video, crf, rotation)
                 for stream in in_audio:
                     output.add_stream_from_template(stream)
                 frames, duration, error = _run(container, output, enhance, batch_size, progress, src)
             if frames == 0:
                 raise VideoError(f"{src}: no frame could be decoded ({error or 'empty video stream'})")
+    except OSError as e:  # the input side's errors are caught where it is read: these are the output's
+        raise VideoError(f"{dst}: cannot write ({_one_line(e)})") from e
     finally:
         container.close()
     return VideoReport(dst, frames, time.perf_counter() - start, duration, error)
@@ -360,11 +364,11 @@ def _run(container, output, enhance: FrameEnhancer, batch_size: int, progress: b
 
 def _rotation(src: Path) -> int:
     """The first frame's display rotation (FFmpeg hands the container's display matrix to each frame)."""
-    with av.open(str(src)) as container:
-        try:
+    try:
+        with av.open(str(src)) as container:
             return round(next(container.decode(video=0)).rotation)
-        except (av.FFmpegError, StopIteration):
-            return 0
+    except (*OPEN_ERRORS, StopIteration):
+        return 0
 
 
 def _declared_duration(stream) -> float | None:

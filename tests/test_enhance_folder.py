@@ -2,6 +2,7 @@
 import os
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import av
@@ -272,6 +273,48 @@ def test_an_output_that_cannot_be_written_is_named_and_the_run_goes_on(tmp_path,
                                 "--test_dir", str(tmp_path / "out")]) == 1
     assert capsys.readouterr().err.count("a.png: cannot write") == 1
     assert Image.open(tmp_path / "out" / "b.png").size == (16, 12)
+
+
+def skipped_lines(err: str) -> list[str]:
+    assert "Traceback" not in err
+    return [line for line in err.splitlines() if line.startswith("skipped ")]
+
+
+def test_a_test_dir_that_names_a_file_is_one_line_per_image_and_video(tmp_path, random_weights, capsys):
+    (tmp_path / "in").mkdir()
+    Image.fromarray(dark((16, 12))).save(tmp_path / "in" / "a.png")
+    write_clip(tmp_path / "in" / "clip.mp4", moving_frames(32, 24, 2))
+    (tmp_path / "out").write_text("a file, not a folder")
+    assert enhance_script.main(["--weight_dir", str(random_weights), "--input_dir", str(tmp_path / "in"),
+                                "--test_dir", str(tmp_path / "out")]) == 1
+    lines = skipped_lines(capsys.readouterr().err)
+    assert len(lines) == 2 and all(": cannot write (" in line for line in lines)
+    assert {Path(line.split()[1].rstrip(":")).name for line in lines} == {"a.png", "clip.mp4"}
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full, a device that is always full")
+def test_a_full_disk_under_one_video_is_one_line_and_the_next_video_is_written(tmp_path, random_weights,
+                                                                                monkeypatch, capsys):
+    (tmp_path / "in").mkdir()
+    for name in ("a.mp4", "b.mp4"):
+        write_clip(tmp_path / "in" / name, moving_frames(32, 24, 4))
+    monkeypatch.setattr(uuid, "uuid4", lambda: uuid.UUID(int=1))  # atomic_path's temporary names, known ahead
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / f".a.mp4.{uuid.UUID(int=1).hex}.tmp").symlink_to("/dev/full")
+    assert enhance_script.main(["--weight_dir", str(random_weights), "--input_dir", str(tmp_path / "in"),
+                                "--test_dir", str(tmp_path / "out")]) == 1
+    assert skipped_lines(capsys.readouterr().err) == [
+        f"skipped {tmp_path / 'out' / 'a.mp4'}: cannot write (No space left on device)"]
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["b.mp4"]
+
+
+def test_a_bad_crf_is_refused_before_any_image_is_enhanced(tmp_path, random_weights):
+    (tmp_path / "in").mkdir()
+    Image.fromarray(dark((16, 12))).save(tmp_path / "in" / "a.png")
+    result = run_cli("--weight_dir", random_weights, "--input_dir", tmp_path / "in", "--test_dir", tmp_path / "out",
+                     "--crf", "99")
+    assert result.returncode == 2 and result.stderr.splitlines()[-1].endswith("error: --crf 99: must be in 0..51")
+    assert "Traceback" not in result.stderr and not (tmp_path / "out").exists()
 
 
 def test_videos_in_the_folder_are_enhanced_beside_the_images_and_a_fake_one_is_named(tmp_path, random_weights):
