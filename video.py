@@ -19,7 +19,7 @@ import time
 from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import av
@@ -51,6 +51,7 @@ class VideoReport:
     seconds: float  # wall-clock time, decode + enhance + encode
     duration: float  # seconds of video enhanced (the input's, up to the last frame decoded)
     error: str | None = None  # set when the input was truncated or corrupt and `output` holds the frames before it
+    notes: list[str] = field(default_factory=list)  # what the output leaves out or changes, one line each
 
     @property
     def fps(self) -> float:
@@ -64,7 +65,7 @@ class VideoReport:
     def summary(self) -> str:
         line = (f"{self.output}: {self.frames} frames in {self.seconds:.1f} s, {self.fps:.1f} fps, "
                 f"{self.realtime:.2f}x real time")
-        return line + (f" (partial: {self.error})" if self.error else "")
+        return "; ".join([line, *self.notes]) + (f" (partial: {self.error})" if self.error else "")
 
 
 class FrameEnhancer:
@@ -249,6 +250,8 @@ def enhance_video(model: EnhanceNet, src: Path, dst: Path, *, device: torch.devi
     start = time.perf_counter()
     enhance = FrameEnhancer(model, device, temporal_smoothing)
     container, in_video = _open_input(src)
+    others = len(container.streams.video) - 1
+    notes = [f"{others} more video stream{'s' * (others > 1)} left out (only the first is enhanced)"] if others else []
     try:
         in_audio = list(container.streams.audio)
         dst = output_path(dst, _audio_codecs(container))
@@ -260,18 +263,18 @@ def enhance_video(model: EnhanceNet, src: Path, dst: Path, *, device: torch.devi
                 _add_video_stream(output, in_video, crf, rotation)
                 for stream in in_audio:
                     output.add_stream_from_template(stream)
-                frames, duration, error = _run(container, output, enhance, batch_size, progress, src)
+                frames, duration, error = _run(container, output, enhance, batch_size, progress, src, notes)
             if frames == 0:
                 raise VideoError(f"{src}: no frame could be decoded ({error or 'empty video stream'})")
     except OSError as e:  # the input side's errors are caught where it is read: these are the output's
         raise VideoError(f"{dst}: cannot write ({_one_line(e)})") from e
     finally:
         container.close()
-    return VideoReport(dst, frames, time.perf_counter() - start, duration, error)
+    return VideoReport(dst, frames, time.perf_counter() - start, duration, error, notes)
 
 
-def _run(container, output, enhance: FrameEnhancer, batch_size: int, progress: bool, src: Path):
-    """The three-stage pipeline; returns (frames, seconds of video, error line or None)."""
+def _run(container, output, enhance: FrameEnhancer, batch_size: int, progress: bool, src: Path, notes: list[str]):
+    """The three-stage pipeline; returns (frames, seconds of video, error line or None), adding to `notes`."""
     in_video, in_audio, out_video = container.streams.video[0], container.streams.audio, output.streams.video[0]
     out_audio = {stream.index: out for stream, out in zip(in_audio, output.streams.audio)}
     stop = threading.Event()
@@ -282,6 +285,7 @@ def _run(container, output, enhance: FrameEnhancer, batch_size: int, progress: b
 
     times = FrameTimes("avi" in container.format.name, frame_duration)
     cut_short: list[str] = []  # the demuxer read less than the packet's size: the file ends or is damaged there
+    size, resized = (out_video.width, out_video.height), set()  # a stream that changes size mid-way keeps its first
 
     def decode() -> None:
         try:
@@ -294,7 +298,12 @@ def _run(container, output, enhance: FrameEnhancer, batch_size: int, progress: b
                     continue
                 times.packet(packet)
                 for frame in packet.decode():
-                    _put(decoded, (frame.to_ndarray(format="rgb24"), *times.frame(frame)), stop)
+                    if (frame.width, frame.height) != size and (frame.width, frame.height) not in resized:
+                        resized.add((frame.width, frame.height))
+                        notes.append(f"the picture changes to {frame.width}x{frame.height} at "
+                                     f"{float(times.next * in_video.time_base):.2f} s, scaled to {size[0]}x{size[1]}")
+                    rgb = frame.to_ndarray(format="rgb24", width=size[0], height=size[1])
+                    _put(decoded, (rgb, *times.frame(frame)), stop)
                 if stop.is_set():
                     return
         except av.FFmpegError as e:

@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 import bench_video
-from clips import FPS, brightness_flicker, flicker_frames, moving_frames, write_clip
+from clips import FPS, brightness_flicker, decoded, flicker_frames, moving_frames, write_clip
 from conftest import SHARED, requires_shared
 from model import EnhanceNet, init_weights, load_enhance_net, recurrent_enhance
 from files import to_uint8
@@ -194,6 +194,41 @@ def test_an_audio_file_with_cover_art_is_whole(tmp_path, model):
         audio = [bytes(packet) for packet in song.demux(audio=0) if packet.size]
     assert report.frames == 1 and report.error is None and len(audio) > 80
     assert [data for _, data, _ in probe(report.output)["audio"]] == audio
+
+
+@requires_ffmpeg
+def test_a_picture_size_change_mid_stream_is_scaled_to_the_first_size_with_a_note(tmp_path, model):
+    parts = [write_clip(tmp_path / f"{i}.ts", moving_frames(w, h, 6, seed=i)) for i, (w, h) in enumerate([(64, 48),
+                                                                                                      (96, 64)])]
+    (tmp_path / "cat.ts").write_bytes(b"".join(part.read_bytes() for part in parts))  # cat a.ts b.ts > cat.ts
+    ffmpeg("-i", tmp_path / "cat.ts", "-c", "copy", tmp_path / "cat.mkv")
+    report = enhance(model, tmp_path / "cat.mkv", crf=0)
+    assert report.frames == 12 and report.error is None
+    assert report.notes == ["the picture changes to 96x64 at 0.20 s, scaled to 64x48"]
+    assert report.summary().endswith("x real time; the picture changes to 96x64 at 0.20 s, scaled to 64x48")
+    after = probe(report.output)
+    assert after["size"] == (64, 48) and len(after["times"]) == 12
+    second = np.stack([np.asarray(Image.fromarray(f).resize((64, 48), Image.BILINEAR)) for f in decoded(parts[1])])
+    expected = FrameEnhancer(model, torch.device("cpu"))(second).astype(np.float32)
+    assert np.abs(after["rgb"][6:].astype(np.float32) - expected).mean() < 3  # the second part, scaled
+
+
+def test_of_two_video_streams_the_first_is_enhanced_and_a_note_says_the_other_was_left_out(tmp_path, model):
+    with av.open(str(tmp_path / "two.mkv"), "w") as out:
+        streams = [out.add_stream("libx264", rate=FPS) for _ in range(2)]
+        for stream, (w, h) in zip(streams, [(64, 48), (32, 24)]):
+            stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
+        for i, pair in enumerate(zip(moving_frames(64, 48, 4), moving_frames(32, 24, 4))):
+            for stream, rgb in zip(streams, pair):
+                frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+                frame.pts = i
+                out.mux(stream.encode(frame))
+        for stream in streams:
+            out.mux(stream.encode())
+    report = enhance(model, tmp_path / "two.mkv")
+    assert report.frames == 4 and report.notes == ["1 more video stream left out (only the first is enhanced)"]
+    with av.open(str(report.output)) as written:
+        assert [(s.width, s.height) for s in written.streams.video] == [(64, 48)]
 
 
 def test_damaged_packet_stops_there_with_a_playable_output(tmp_path, model):
