@@ -41,7 +41,7 @@ class TrainingDiverged(Exception):
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     a = p.add_argument
-    a("--lowlight_images_path", default="data/train_data/", help="training images, searched recursively "
+    a("--lowlight_images_path", type=absolute, default="data/train_data/", help="training images, searched recursively "
       "(default: data/train_data/, authors' code)")
     a("--lr", type=float, default=1e-4, help="Adam learning rate (default: 1e-4, authors' code)")
     a("--weight_decay", type=float, default=1e-4, help="Adam weight decay (default: 1e-4, authors' code)")
@@ -54,9 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
       "(default: 10, authors' code)")
     a("--scale_factor", type=int, default=1, help="EFE downscale factor in training (default: 1, authors' code)")
     a("--num_of_SegClass", type=int, default=21, help="USS classes (default: 21, VOC, authors' code)")
-    a("--snapshots_folder", default="weight/", help="where checkpoints and logs go (default: weight/, authors' code)")
+    a("--snapshots_folder", type=absolute, default="weight/", help="where checkpoints and logs go (default: weight/, authors' code)")
     a("--load_pretrain", action="store_true", help="start from --pretrain_dir's EFE weights (default: off)")
-    a("--pretrain_dir", default="weight/Epoch99.pth", help="weights for --load_pretrain (default: "
+    a("--pretrain_dir", type=absolute, default="weight/Epoch99.pth", help="weights for --load_pretrain (default: "
       "weight/Epoch99.pth, authors' code)")
     a("--conv_type", default="dsc", choices=["dsc", "tc"], help="EFE convs: depthwise-separable or plain "
       "(default: dsc, paper §3.1)")
@@ -67,7 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
       "paper: the printed equations, unit weights (default: code)")
     a("--sem_weight", type=float, default=None, help="semantic-loss weight; 0 turns the term and the USS off "
       "(default: 0.1 with --loss_form code, authors' code; 1 with paper)")
-    a("--seg_weights", default="imagenet", help="USS ResNet-50 weights: imagenet (torchvision download), a local "
+    a("--seg_weights", type=lambda w: w if w in ("imagenet", "none") else absolute(w), default="imagenet",
+      help="USS ResNet-50 weights: imagenet (torchvision download), a local "
       "resnet50 state-dict file, or none for random init (default: imagenet, paper §3.3)")
     a("--bn_mode", default="train", choices=BN_MODES, help="USS BatchNorm: train uses batch statistics as the "
       "authors' code does, eval the running ones (default: train)")
@@ -76,7 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
     a("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda when available, else cpu)")
     a("--image_size", type=int, default=512, help="training images are resized to this square "
       "(default: 512, authors' code)")
-    a("--resume", default=None, help="a last.pth to continue from: model, optimizer, epoch, step, RNG state")
+    a("--resume", default=None, help="a last.pth to continue from: model, optimizer, epoch, step, RNG state, and "
+      "every setting of that run not given again")
     a("--init", default="code", choices=["code", "paper"], help="EFE init: code = PyTorch's default, as the "
       "authors' train.py (it never calls its weights_init); paper = N(0, 0.02), zero biases (default: code)")
     a("--amp", action="store_true", help="CUDA only: float16 autocast, GradScaler and channels_last; the authors "
@@ -84,6 +86,40 @@ def build_parser() -> argparse.ArgumentParser:
     a("--dry_run", action="store_true", help="one step on one batch in this process, nothing written but a log "
       "line: a quick check of data, weights and flags (default: off)")
     return p
+
+
+def absolute(path: str) -> str:
+    """A path flag made absolute, so the args a checkpoint saves name the same files from any working directory."""
+    return os.path.abspath(path)
+
+
+# What a mid-epoch checkpoint's position means: the epoch's order (seed, processes) cut into batches of this size.
+EPOCH_SHAPE = ("seed", "train_batch_size", "image_size", "world_size")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The flags; with --resume, every setting saved with that run (its args) that is not given again here.
+
+    Refuses, on one line with exit status 2, a change to EPOCH_SHAPE when resuming in mid-epoch (the rest of the
+    epoch would differ from the uninterrupted run's: images skipped or seen twice).
+    """
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.resume:
+        ckpt = read_checkpoint(args.resume)
+        probe = build_parser()  # the same flags with no defaults: what this command line gives
+        for action in probe._actions:
+            action.default = argparse.SUPPRESS
+        given = vars(probe.parse_args(argv)).keys() | {"resume"}
+        vars(args).update({k: v for k, v in ckpt.get("args", {}).items() if k in vars(args) and k not in given})
+        saved = dict(ckpt.get("args", {}), world_size=ckpt.get("world_size", 1))
+        now = dict(vars(args), world_size=int(os.environ.get("WORLD_SIZE", "1")))
+        for key in EPOCH_SHAPE if ckpt.get("batch") else ():
+            name = "processes (torchrun)" if key == "world_size" else f"--{key}"
+            if key in saved and saved[key] != now[key]:
+                parser.error(f"{name} {now[key]}: {args.resume} stopped in mid-epoch with {saved[key]}, and the "
+                             "rest of that epoch depends on it; resume with the same, or from an epoch's end")
+    return args
 
 
 def rng_state() -> dict:
@@ -205,6 +241,8 @@ def resume(run: TrainingRun, path: str) -> None:
                          "weights use --load_pretrain --pretrain_dir instead of --resume")
     run.model.load_state_dict(extract_state_dict(ckpt))
     run.optimizer.load_state_dict(ckpt["optimizer"])
+    for group in run.optimizer.param_groups:  # the flags, as restored or given again (parse_args)
+        group.update(lr=run.args.lr, weight_decay=run.args.weight_decay)
     run.scaler.load_state_dict(ckpt["scaler"])
     run.position = {k: ckpt[k] for k in run.position}
     set_rng_state(ckpt["rng"])
@@ -266,7 +304,7 @@ def save(run: TrainingRun, epoch: int) -> None:
     if not run.lead:
         return
     ckpt = dict(run.position, model=run.model.state_dict(), optimizer=run.optimizer.state_dict(),
-                scaler=run.scaler.state_dict(), args=vars(run.args), rng=rng_state())
+                scaler=run.scaler.state_dict(), args=vars(run.args), world_size=run.world, rng=rng_state())
     write_atomically(run.folder / "last.pth", lambda f: torch.save(ckpt, f))
     write_atomically(run.folder / f"Epoch{epoch}.pth", lambda f: torch.save(run.model.state_dict(), f))
 
@@ -354,9 +392,8 @@ def log_epoch(run: TrainingRun, preview: torch.Tensor, mean_loss: float) -> None
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = build_parser().parse_args(argv)
     try:
-        train(args)
+        train(parse_args(argv))
     except (DataError, SegWeightsError, TrainingDiverged, FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)

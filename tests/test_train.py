@@ -70,24 +70,68 @@ def test_stopping_after_epoch_1_and_resuming_gives_the_straight_run_weights(stra
         assert all(torch.equal(a[k], b[k]) for k in ("exp_avg", "exp_avg_sq"))
 
 
-def test_ctrl_c_mid_epoch_saves_a_checkpoint_that_resumes_exactly(straight, tmp_path, monkeypatch):
+def stop_with_ctrl_c_at_step(monkeypatch, folder, step: int, *flags) -> dict:
+    """Run with Ctrl-C pressed during `step` (1-based), as train.py is stopped by hand; returns last.pth."""
     calls = []
     forward = SGZLoss.forward
 
-    def interrupt_on_third_step(self, *a):
+    def interrupting(self, *a):
         calls.append(1)
-        if len(calls) == 3:
+        if len(calls) == step:
             signal.raise_signal(signal.SIGINT)
         return forward(self, *a)
 
-    monkeypatch.setattr(SGZLoss, "forward", interrupt_on_third_step)
+    monkeypatch.setattr(SGZLoss, "forward", interrupting)
     with pytest.raises(KeyboardInterrupt):
-        run(tmp_path, "--num_epochs", "2")
+        run(folder, "--num_epochs", "2", *flags)
     monkeypatch.undo()
-    stopped = load(tmp_path / "last.pth")
+    return load(folder / "last.pth")
+
+
+def test_ctrl_c_mid_epoch_saves_a_checkpoint_that_resumes_exactly(straight, tmp_path, monkeypatch):
+    stopped = stop_with_ctrl_c_at_step(monkeypatch, tmp_path, 3)
     assert (stopped["epoch"], stopped["batch"], stopped["step"]) == (1, 1, 3)
     run(tmp_path, "--num_epochs", "2", "--resume", str(tmp_path / "last.pth"))
     assert_same_weights(load(tmp_path / "Epoch1.pth"), load(straight[0] / "Epoch1.pth"))
+
+
+def test_resume_from_another_folder_restores_the_runs_settings_and_equals_the_straight_run(straight, tmp_path,
+                                                                                             monkeypatch):
+    (tmp_path / "start").mkdir()
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "start")  # relative paths, as a user types them
+    flags = argv("run", "--sem_weight", "0", "--num_epochs", "1")
+    flags[1] = os.path.relpath(SAMPLES, tmp_path / "start")
+    train.main(flags)
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    train.main(["--resume", "../start/run/last.pth", "--num_epochs", "2"])  # every other setting from the run
+    assert sorted(p.name for p in (tmp_path / "elsewhere").iterdir()) == []
+    assert_same_weights(load(tmp_path / "start" / "run" / "Epoch1.pth"), load(straight[0] / "Epoch1.pth"))
+    assert json.loads((tmp_path / "start" / "run" / "args.json").read_text())["lowlight_images_path"] == str(SAMPLES)
+
+
+def test_a_flag_given_again_on_resume_wins_over_the_saved_one(straight, monkeypatch):
+    args = train.parse_args(["--resume", str(straight[0] / "last.pth"), "--lr", "5e-4"])
+    assert (args.lr, args.image_size, args.num_epochs, args.sem_weight) == (5e-4, 32, 2, 0)
+    run_ = train.build(args, 0, 1, torch.device("cpu"))
+    train.resume(run_, args.resume)
+    assert [group["lr"] for group in run_.optimizer.param_groups] == [5e-4]
+
+
+@pytest.mark.parametrize("change, refused", [(["--train_batch_size", "1"], "--train_batch_size 1"),
+                                             (["--image_size", "16"], "--image_size 16"),
+                                             (["--seed", "1"], "--seed 1"), ([], "processes (torchrun) 2")])
+def test_resuming_mid_epoch_with_another_epoch_shape_is_refused_on_one_line(tmp_path, monkeypatch, capsys, change,
+                                                                            refused):
+    stop_with_ctrl_c_at_step(monkeypatch, tmp_path, 1)
+    capsys.readouterr()
+    if not change:
+        monkeypatch.setenv("WORLD_SIZE", "2")  # as torchrun --nproc_per_node=2 sets it
+    with pytest.raises(SystemExit) as e:
+        train.main(["--resume", str(tmp_path / "last.pth"), *change])
+    assert e.value.code == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert f": error: {refused}: " in last and "stopped in mid-epoch with " in last, last
 
 
 def test_checkpoints_are_whole_files_in_the_authors_format_beside_the_resolved_args(straight):
