@@ -163,6 +163,10 @@ def read_checkpoint(path: str | Path) -> dict:
         raise ValueError(f"{path}: not a PyTorch checkpoint ({type(e).__name__})") from e
     if not isinstance(checkpoint, dict):
         raise ValueError(f"{path}: not a state dict")
+    names = [*checkpoint, *(checkpoint["model"] if isinstance(checkpoint.get("model"), dict) else ())]
+    odd = next((name for name in names if not isinstance(name, str)), None)
+    if odd is not None:
+        raise ValueError(f"{path}: not a state dict (key {odd!r} is not a parameter name)")
     return checkpoint
 
 

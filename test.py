@@ -6,7 +6,7 @@
 Flag names are the authors' (their lowlight_test.py), so their commands keep working. Unlike their script,
 images of any size come back at their own size (theirs crop to a multiple of --scale_factor).
 Exit status: 0 when every file was enhanced, 1 when some were skipped (each named on one line), 2 on a
-setup error (missing folder or weights) that stops the run before it starts.
+setup error (missing folder or weights, a bad flag) that stops the run before it starts, 130 on Ctrl-C.
 """
 import argparse
 import math
@@ -193,7 +193,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--output_format", choices=["same", "png"], default="same",
                         help="same: each output keeps its input's format; png: all PNG (default: same)")
     args = parser.parse_args(argv)
-    for flag, low, high in (("batch_size", 1, math.inf), ("crf", 0, 51)):  # checked before any work starts
+    for flag, low, high in (("scale_factor", 1, math.inf), ("batch_size", 1, math.inf), ("num_workers", 0, math.inf),
+                            ("crf", 0, 51)):  # checked before any work starts
         if not low <= getattr(args, flag) <= high:
             parser.error(f"--{flag} {getattr(args, flag)}: must be "
                          + (f"in {low}..{high}" if high < math.inf else f"at least {low}"))
@@ -268,6 +269,10 @@ def main(argv: list[str] | None = None) -> int:
     except SetupError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"interrupted: the outputs written so far in {args.test_dir} are whole; the ones in progress were not "
+              "written", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -100,26 +100,46 @@ EPOCH_SHAPE = ("seed", "train_batch_size", "image_size", "world_size")
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """The flags; with --resume, every setting saved with that run (its args) that is not given again here.
 
-    Refuses, on one line with exit status 2, a change to EPOCH_SHAPE when resuming in mid-epoch (the rest of the
-    epoch would differ from the uninterrupted run's: images skipped or seen twice).
+    Refuses, on one line with exit status 2 and before any work: a flag out of range, a device this machine lacks,
+    and, resuming in mid-epoch, a change to EPOCH_SHAPE (the rest of the epoch would differ from the uninterrupted
+    run's: images skipped or seen twice).
     """
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.resume:
-        ckpt = read_checkpoint(args.resume)
-        probe = build_parser()  # the same flags with no defaults: what this command line gives
-        for action in probe._actions:
-            action.default = argparse.SUPPRESS
-        given = vars(probe.parse_args(argv)).keys() | {"resume"}
-        vars(args).update({k: v for k, v in ckpt.get("args", {}).items() if k in vars(args) and k not in given})
-        saved = dict(ckpt.get("args", {}), world_size=ckpt.get("world_size", 1))
-        now = dict(vars(args), world_size=int(os.environ.get("WORLD_SIZE", "1")))
-        for key in EPOCH_SHAPE if ckpt.get("batch") else ():
-            name = "processes (torchrun)" if key == "world_size" else f"--{key}"
-            if key in saved and saved[key] != now[key]:
-                parser.error(f"{name} {now[key]}: {args.resume} stopped in mid-epoch with {saved[key]}, and the "
-                             "rest of that epoch depends on it; resume with the same, or from an epoch's end")
+        restore_settings(parser, args, argv)
+    for flag, low, why in (("train_batch_size", 1, ""), ("display_iter", 1, ""), ("snapshot_iter", 1, ""),
+                           ("image_size", 16, " (the code-form exposure loss averages 16x16 patches)")):
+        if getattr(args, flag) < low:
+            parser.error(f"--{flag} {getattr(args, flag)}: must be at least {low}{why}")
+    if args.device is not None:
+        try:
+            device = torch.device(args.device)
+        except (RuntimeError, ValueError):
+            parser.error(f"--device {args.device}: not a device (cpu, cuda, cuda:1, ...)")
+        if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+            parser.error(f"--device {args.device}: no such CUDA device here; use --device cpu")
     return args
+
+
+def restore_settings(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: list[str] | None) -> None:
+    """Set in `args` what the run in args.resume saved and `argv` does not give; refuse an EPOCH_SHAPE change in
+    mid-epoch."""
+    ckpt = read_checkpoint(args.resume)
+    probe = build_parser()  # the same flags with no defaults: what this command line gives
+    for action in probe._actions:
+        action.default = argparse.SUPPRESS
+    given = vars(probe.parse_args(argv)).keys() | {"resume"}
+    vars(args).update({k: v for k, v in ckpt.get("args", {}).items() if k in vars(args) and k not in given})
+    saved = dict(ckpt.get("args", {}))
+    if "world_size" in ckpt:  # checkpoints of older versions do not say
+        saved["world_size"] = ckpt["world_size"]
+    now = dict(vars(args), world_size=int(os.environ.get("WORLD_SIZE", "1")))
+    for key in EPOCH_SHAPE if ckpt.get("batch") else ():
+        name = "processes (torchrun)" if key == "world_size" else f"--{key}"
+        if key in saved and saved[key] != now[key]:
+            parser.error(f"{name} {now[key]}: {args.resume} stopped in mid-epoch with {saved[key]}, and the "
+                         "rest of that epoch depends on it; resume with the same, or from an epoch's end")
 
 
 def rng_state() -> dict:

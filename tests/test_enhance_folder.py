@@ -174,15 +174,19 @@ def test_single_file_input(tmp_path, random_weights):
     assert Image.open(tmp_path / "out" / "one.png").size == (16, 12)
 
 
-@pytest.mark.parametrize("case", ["missing_input", "missing_weights", "mismatched_weights", "test_dir_inside_input"])
+@pytest.mark.parametrize("case", ["missing_input", "missing_weights", "mismatched_weights", "integer_key",
+                                  "test_dir_inside_input"])
 def test_setup_errors_exit_2_with_one_line_and_write_nothing(tmp_path, random_weights, case):
     (tmp_path / "in").mkdir()
     Image.fromarray(dark((16, 12))).save(tmp_path / "in" / "a.png")
     torch.save({"e_conv1.weight": torch.zeros(1)}, tmp_path / "other.pth")
+    torch.save({0: torch.zeros(1)}, tmp_path / "integer.pth")
     args = {"--input_dir": tmp_path / "in", "--test_dir": tmp_path / "out", "--weight_dir": random_weights}
     expected = {"missing_input": ("--input_dir", tmp_path / "absent", "absent"),
                 "missing_weights": ("--weight_dir", tmp_path / "none.pth", "--weight_dir PATH"),
                 "mismatched_weights": ("--weight_dir", tmp_path / "other.pth", "does not fit EnhanceNet"),
+                "integer_key": ("--weight_dir", tmp_path / "integer.pth",
+                                f"{tmp_path / 'integer.pth'}: not a state dict (key 0 is not a parameter name)"),
                 "test_dir_inside_input": ("--test_dir", tmp_path / "in" / "out", "inside --input_dir")}[case]
     args[expected[0]] = expected[1]
     result = run_cli(*[str(item) for pair in args.items() for item in pair])
@@ -308,13 +312,37 @@ def test_a_full_disk_under_one_video_is_one_line_and_the_next_video_is_written(t
     assert [p.name for p in (tmp_path / "out").iterdir()] == ["b.mp4"]
 
 
-def test_a_bad_crf_is_refused_before_any_image_is_enhanced(tmp_path, random_weights):
+@pytest.mark.parametrize("flag, value, message", [("--crf", "99", "must be in 0..51"),
+                                                  ("--scale_factor", "0", "must be at least 1"),
+                                                  ("--batch_size", "0", "must be at least 1"),
+                                                  ("--temporal_smoothing", "1.0", "must be in [0, 1)")])
+def test_a_bad_flag_is_one_line_with_exit_status_2_before_any_image_is_enhanced(tmp_path, random_weights, flag,
+                                                                               value, message):
     (tmp_path / "in").mkdir()
     Image.fromarray(dark((16, 12))).save(tmp_path / "in" / "a.png")
     result = run_cli("--weight_dir", random_weights, "--input_dir", tmp_path / "in", "--test_dir", tmp_path / "out",
-                     "--crf", "99")
-    assert result.returncode == 2 and result.stderr.splitlines()[-1].endswith("error: --crf 99: must be in 0..51")
-    assert "Traceback" not in result.stderr and not (tmp_path / "out").exists()
+                     flag, value)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.splitlines()[-1].endswith(f"error: {flag} {value}: {message}")
+    assert not (tmp_path / "out").exists()
+
+
+def test_ctrl_c_is_one_line_with_exit_status_130_and_leaves_no_partial_file(tmp_path, random_weights, monkeypatch,
+                                                                           capsys):
+    (tmp_path / "in").mkdir()
+    Image.fromarray(dark((16, 12))).save(tmp_path / "in" / "a.png")
+
+    def pressed_ctrl_c(model):
+        def forward(x):
+            raise KeyboardInterrupt
+        return forward
+
+    monkeypatch.setattr(inference, "forward_for", pressed_ctrl_c)
+    assert enhance_script.main(["--weight_dir", str(random_weights), "--input_dir", str(tmp_path / "in"),
+                                "--test_dir", str(tmp_path / "out")]) == 130
+    assert capsys.readouterr().err.splitlines()[-1] == (f"interrupted: the outputs written so far in {tmp_path / 'out'}"
+                                                        " are whole; the ones in progress were not written")
+    assert not (tmp_path / "out").exists() or list((tmp_path / "out").iterdir()) == []
 
 
 def test_videos_in_the_folder_are_enhanced_beside_the_images_and_a_fake_one_is_named(tmp_path, random_weights):

@@ -242,6 +242,23 @@ def test_user_errors_are_one_line_without_a_traceback(tmp_path, monkeypatch, cap
     assert len(err) == 1 and "--seg_weights PATH" in err[0] and "--seg_weights none" in err[0]
 
 
+@pytest.mark.parametrize("flags, message", [
+    (["--snapshot_iter", "0"], "--snapshot_iter 0: must be at least 1"),
+    (["--display_iter", "0"], "--display_iter 0: must be at least 1"),
+    (["--train_batch_size", "0"], "--train_batch_size 0: must be at least 1"),
+    (["--image_size", "12"], "--image_size 12: must be at least 16 (the code-form exposure loss averages 16x16"),
+    (["--device", "nonsense"], "--device nonsense: not a device (cpu, cuda, cuda:1, ...)"),
+    (["--device", f"cuda:{torch.cuda.device_count()}"], "no such CUDA device here; use --device cpu"),
+])
+def test_a_bad_flag_is_one_line_with_exit_status_2_before_any_work(tmp_path, capsys, flags, message):
+    with pytest.raises(SystemExit) as e:
+        train.main(argv(tmp_path / "out", "--sem_weight", "0", *flags))
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and message in err.strip().splitlines()[-1]
+    assert not (tmp_path / "out").exists()
+
+
 def test_resuming_from_bare_weights_or_a_missing_file_is_one_line(tmp_path, capsys):
     torch.save(EnhanceNet().state_dict(), tmp_path / "Epoch99.pth")
     with pytest.raises(SystemExit):
