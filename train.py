@@ -54,7 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
       "(default: 10, authors' code)")
     a("--scale_factor", type=int, default=1, help="EFE downscale factor in training (default: 1, authors' code)")
     a("--num_of_SegClass", type=int, default=21, help="USS classes (default: 21, VOC, authors' code)")
-    a("--snapshots_folder", type=absolute, default="weight/", help="where checkpoints and logs go (default: weight/, authors' code)")
+    a("--snapshots_folder", type=absolute, default="weight/", help="where checkpoints and logs go "
+      "(default: weight/, authors' code)")
     a("--load_pretrain", action="store_true", help="start from --pretrain_dir's EFE weights (default: off)")
     a("--pretrain_dir", type=absolute, default="weight/Epoch99.pth", help="weights for --load_pretrain (default: "
       "weight/Epoch99.pth, authors' code)")
