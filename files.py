@@ -152,7 +152,8 @@ def write_image(array: np.ndarray, path: Path) -> None:
 def read_checkpoint(path: str | Path) -> dict:
     """The dict saved in `path`, loaded on the CPU with weights_only (no code runs from the file).
 
-    Raises FileNotFoundError when the file is missing and ValueError when it holds no dict of tensors.
+    Raises FileNotFoundError when the file is missing and ValueError when it holds no dict of tensors, or weights
+    holding NaN or Inf (which enhance every image to black).
     """
     path = Path(path)
     if not path.is_file():
@@ -163,10 +164,14 @@ def read_checkpoint(path: str | Path) -> dict:
         raise ValueError(f"{path}: not a PyTorch checkpoint ({type(e).__name__})") from e
     if not isinstance(checkpoint, dict):
         raise ValueError(f"{path}: not a state dict")
-    names = [*checkpoint, *(checkpoint["model"] if isinstance(checkpoint.get("model"), dict) else ())]
-    odd = next((name for name in names if not isinstance(name, str)), None)
+    state = {**checkpoint, **checkpoint["model"]} if isinstance(checkpoint.get("model"), dict) else checkpoint
+    odd = next((name for name in state if not isinstance(name, str)), None)
     if odd is not None:
         raise ValueError(f"{path}: not a state dict (key {odd!r} is not a parameter name)")
+    bad = next((name for name, value in state.items() if torch.is_tensor(value) and value.is_floating_point()
+                and not torch.isfinite(value).all()), None)
+    if bad is not None:
+        raise ValueError(f"{path}: {bad} holds NaN or Inf (weights of a diverged run?)")
     return checkpoint
 
 

@@ -175,18 +175,22 @@ def test_single_file_input(tmp_path, random_weights):
 
 
 @pytest.mark.parametrize("case", ["missing_input", "missing_weights", "mismatched_weights", "integer_key",
-                                  "test_dir_inside_input"])
+                                  "nan_weights", "test_dir_inside_input"])
 def test_setup_errors_exit_2_with_one_line_and_write_nothing(tmp_path, random_weights, case):
     (tmp_path / "in").mkdir()
     Image.fromarray(dark((16, 12))).save(tmp_path / "in" / "a.png")
     torch.save({"e_conv1.weight": torch.zeros(1)}, tmp_path / "other.pth")
     torch.save({0: torch.zeros(1)}, tmp_path / "integer.pth")
+    torch.save(dict(torch.load(random_weights), **{"e_conv7.point_conv.bias": torch.full((3,), torch.nan)}),
+               tmp_path / "nan.pth")
     args = {"--input_dir": tmp_path / "in", "--test_dir": tmp_path / "out", "--weight_dir": random_weights}
     expected = {"missing_input": ("--input_dir", tmp_path / "absent", "absent"),
                 "missing_weights": ("--weight_dir", tmp_path / "none.pth", "--weight_dir PATH"),
                 "mismatched_weights": ("--weight_dir", tmp_path / "other.pth", "does not fit EnhanceNet"),
                 "integer_key": ("--weight_dir", tmp_path / "integer.pth",
                                 f"{tmp_path / 'integer.pth'}: not a state dict (key 0 is not a parameter name)"),
+                "nan_weights": ("--weight_dir", tmp_path / "nan.pth",
+                                f"{tmp_path / 'nan.pth'}: e_conv7.point_conv.bias holds NaN or Inf"),
                 "test_dir_inside_input": ("--test_dir", tmp_path / "in" / "out", "inside --input_dir")}[case]
     args[expected[0]] = expected[1]
     result = run_cli(*[str(item) for pair in args.items() for item in pair])
