@@ -3,8 +3,9 @@ rounding, atomic writes and checkpoint reading. Imports no other module of this 
 """
 import contextlib
 import os
+import re
 import uuid
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -13,40 +14,81 @@ import torch
 from PIL import Image, ImageOps
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
-SIXTEEN_BIT_MODES = frozenset({"I", "I;16", "I;16B", "I;16L", "I;16N"})
+SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16B", "I;16L", "I;16N"})
+DEEP_MODES = SIXTEEN_BIT_MODES | {"I", "F"}  # one channel beyond 8 bits: 16-bit, 32-bit integer, 32-bit float
+# TIFF tags that say what a sample's range is: SMaxSampleValue, MaxSampleValue, BitsPerSample
+TIFF_S_MAX_SAMPLE, TIFF_MAX_SAMPLE, TIFF_BITS_PER_SAMPLE = 341, 281, 258
 SAVE_OPTIONS = {"JPEG": {"quality": 95}, "WEBP": {"quality": 95}}
+TEMPORARY = re.compile(r"\.(.+)\.[0-9a-f]{32}\.tmp")  # atomic_path's temporary for NAME: .NAME.<uuid4 hex>.tmp
 
 
 class BadInputError(Exception):
     """One input file that cannot be read; the message names it and says why in one line."""
 
 
-def find_inputs(input_path: Path, extensions: Collection[str]) -> list[Path]:
-    """Files under `input_path` (or `input_path` itself) whose suffix is in `extensions`, sorted."""
+def find_inputs(input_path: Path, extensions: Collection[str]) -> tuple[list[Path], list[str]]:
+    """Files under `input_path` (or `input_path` itself) whose suffix is in `extensions`, sorted, and one line for
+    each folder below it that cannot be listed. Raises BadInputError when `input_path` itself cannot be."""
     if input_path.is_file():
-        return [input_path] if input_path.suffix.lower() in extensions else []
-    return sorted(p for p in input_path.rglob("*") if p.is_file() and p.suffix.lower() in extensions)
+        return [input_path] if input_path.suffix.lower() in extensions else [], []
+    found, unlisted = [], []
+
+    def unlistable(e: OSError) -> None:
+        line = f"{e.filename}: cannot list this folder ({e.strerror})"
+        if e.filename == os.fspath(input_path):
+            raise BadInputError(line)
+        unlisted.append(line)
+
+    for folder, _, names in os.walk(input_path, onerror=unlistable):
+        found += [p for p in map(Path(folder).joinpath, names) if p.suffix.lower() in extensions and p.is_file()]
+    return sorted(found), unlisted
 
 
-def open_image(path: Path) -> Image.Image:
-    """The decoded image in `path`, EXIF orientation applied. Raises BadInputError naming the file."""
+def full_scale(img: Image.Image) -> float | None:
+    """The sample value of white in a DEEP_MODES image: 1 in float (mode F), 65535 in 16-bit, and in 32-bit integer
+    (mode I) what its TIFF tags declare (a maximum sample value, or a bit depth up to 16); None when unknown."""
+    if img.mode == "F":
+        return 1.0
+    if img.mode in SIXTEEN_BIT_MODES:
+        return 65535.0
+    tags = getattr(img, "tag_v2", {})
+    for tag in (TIFF_S_MAX_SAMPLE, TIFF_MAX_SAMPLE):
+        if tag in tags:
+            return float(max(tags[tag]))
+    bits = tags.get(TIFF_BITS_PER_SAMPLE, (32,))[0]
+    return float(2 ** bits - 1) if bits <= 16 else None
+
+
+def open_image(path: Path, draft: tuple[int, int] | None = None) -> Image.Image:
+    """The decoded image in `path`, EXIF orientation applied; a DEEP_MODES image as mode F in [0, 1] (NaN as 0).
+    `draft`: JPEGs decode at about this size, a quick check that the whole stream reads.
+    Raises BadInputError naming the file, also for 32-bit integers of no declared range (never read as black)."""
     try:
         with Image.open(path) as img:
-            img = ImageOps.exif_transpose(img)
+            if draft:
+                img.draft("RGB", draft)
+            scale = full_scale(img) if img.mode in DEEP_MODES else 1.0
+            img = ImageOps.exif_transpose(img)  # a copy: the TIFF tags are read before
             img.load()
+    except FileNotFoundError:
+        raise BadInputError(f"{path}: no longer there (removed during the run)") from None
     except Image.DecompressionBombError as e:
         raise BadInputError(f"{path}: too large to decode safely ({e})") from None
     except (OSError, SyntaxError, ValueError) as e:
         reason = "empty file" if path.stat().st_size == 0 else f"not a readable image ({e})"
         raise BadInputError(f"{path}: {reason}") from None
-    return img
+    if img.mode not in DEEP_MODES:
+        return img
+    if scale is None:
+        raise BadInputError(f"{path}: 32-bit integer samples with no declared range (TIFF MaxSampleValue); save it "
+                            "as 8- or 16-bit, or as float in [0, 1]")
+    return Image.fromarray(np.clip(np.nan_to_num(np.asarray(img, dtype=np.float32) / scale), 0.0, 1.0))
 
 
 def rgb_array(img: Image.Image) -> np.ndarray:
-    """An HxWx3 float32 RGB array in [0, 1]: gray, alpha, palette and 16-bit made RGB."""
-    if img.mode in SIXTEEN_BIT_MODES:
-        gray = np.asarray(img, dtype=np.float32) / 65535.0
-        return np.repeat(np.clip(gray, 0.0, 1.0)[..., None], 3, axis=2)
+    """An HxWx3 float32 RGB array in [0, 1]: gray (8-bit, or mode F from `open_image`), alpha and palette made RGB."""
+    if img.mode == "F":
+        return np.repeat(np.clip(np.asarray(img, dtype=np.float32), 0.0, 1.0)[..., None], 3, axis=2)
     if img.mode == "P":
         img = img.convert("RGBA")
     return np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0
@@ -67,8 +109,9 @@ def to_uint8(image: torch.Tensor | np.ndarray) -> torch.Tensor | np.ndarray:
 
 @contextlib.contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:
-    """A temporary path beside `path` to write to; when the block ends without an exception it is renamed into
-    place, so `path` only ever holds an old file or the whole new one. Otherwise it is removed."""
+    """A temporary path beside `path` to write to (named as TEMPORARY matches); when the block ends without an
+    exception it is renamed into place, so `path` only ever holds an old file or the whole new one. Otherwise it is
+    removed; a killed process leaves it, for `remove_temporaries` to clear."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     try:
@@ -76,6 +119,20 @@ def atomic_path(path: Path) -> Iterator[Path]:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def remove_temporaries(outputs: Iterable[Path]) -> None:
+    """Remove the temporary files (TEMPORARY) that an interrupted run left beside `outputs`: only those of the
+    outputs about to be written, so another run writing elsewhere in the folder keeps its own."""
+    names: dict[Path, set[str]] = {}
+    for path in outputs:
+        names.setdefault(path.parent, set()).add(path.name)
+    for folder, wanted in names.items():
+        with contextlib.suppress(OSError), os.scandir(folder) as entries:
+            for entry in entries:
+                match = TEMPORARY.fullmatch(entry.name)
+                if match and match[1] in wanted and entry.is_file(follow_symlinks=False):
+                    os.unlink(entry.path)
 
 
 def write_atomically(path: Path, write: Callable[[BinaryIO], None]) -> None:
@@ -95,7 +152,8 @@ def write_image(array: np.ndarray, path: Path) -> None:
 def read_checkpoint(path: str | Path) -> dict:
     """The dict saved in `path`, loaded on the CPU with weights_only (no code runs from the file).
 
-    Raises FileNotFoundError when the file is missing and ValueError when it holds no dict of tensors.
+    Raises FileNotFoundError when the file is missing and ValueError when it holds no dict of tensors, or weights
+    holding NaN or Inf (which enhance every image to black).
     """
     path = Path(path)
     if not path.is_file():
@@ -106,6 +164,14 @@ def read_checkpoint(path: str | Path) -> dict:
         raise ValueError(f"{path}: not a PyTorch checkpoint ({type(e).__name__})") from e
     if not isinstance(checkpoint, dict):
         raise ValueError(f"{path}: not a state dict")
+    state = {**checkpoint, **checkpoint["model"]} if isinstance(checkpoint.get("model"), dict) else checkpoint
+    odd = next((name for name in state if not isinstance(name, str)), None)
+    if odd is not None:
+        raise ValueError(f"{path}: not a state dict (key {odd!r} is not a parameter name)")
+    bad = next((name for name, value in state.items() if torch.is_tensor(value) and value.is_floating_point()
+                and not torch.isfinite(value).all()), None)
+    if bad is not None:
+        raise ValueError(f"{path}: {bad} holds NaN or Inf (weights of a diverged run?)")
     return checkpoint
 
 

@@ -67,13 +67,14 @@ def exposure(enhanced: torch.Tensor, level: float = 0.6, form: str = "code") -> 
 def colour_constancy(enhanced: torch.Tensor, form: str = "code") -> torch.Tensor:
     """L_col, paper Eq. 4: the channel means J^R, J^G, J^B should agree (grey-world).
 
-    Code: sqrt(sum over pairs of ((J^p - J^q)^2)^2), averaged over the batch.
+    Code: sqrt(sum over pairs of ((J^p - J^q)^2)^2), averaged over the batch, as a vector norm: the authors'
+    `.sqrt()` has a NaN gradient where the term is 0 (an all-black or all-white image), the norm's is 0 there.
     Paper: Charbonnier, sum over pairs of sqrt((J^p - J^q)^2 + eps^2), eps = 1e-3, averaged over the batch.
     """
     r, g, b = enhanced.mean((2, 3)).unbind(1)
     squared = torch.stack([(r - g) ** 2, (r - b) ** 2, (b - g) ** 2], 1)
     if form == "code":
-        return (squared ** 2).sum(1).sqrt().mean()
+        return torch.linalg.vector_norm(squared, dim=1).mean()
     return (squared + CHARBONNIER_EPS ** 2).sqrt().sum(1).mean()
 
 

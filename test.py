@@ -6,9 +6,10 @@
 Flag names are the authors' (their lowlight_test.py), so their commands keep working. Unlike their script,
 images of any size come back at their own size (theirs crop to a multiple of --scale_factor).
 Exit status: 0 when every file was enhanced, 1 when some were skipped (each named on one line), 2 on a
-setup error (missing folder or weights) that stops the run before it starts.
+setup error (missing folder or weights, a bad flag) that stops the run before it starts, 130 on Ctrl-C.
 """
 import argparse
+import math
 import sys
 import time
 from collections import deque
@@ -21,16 +22,18 @@ import torch
 from tqdm import tqdm
 
 import inference
-from files import IMAGE_EXTENSIONS, BadInputError, find_inputs, read_image, to_uint8, write_image
+from files import (IMAGE_EXTENSIONS, BadInputError, find_inputs, read_image, remove_temporaries, to_uint8,
+                   write_image)
 from model import load_enhance_net
-from video import VIDEO_EXTENSIONS, VideoError, enhance_video
+from video import VIDEO_EXTENSIONS, VideoError, enhance_video, planned_output
 
 class SetupError(Exception):
     """A problem that stops the whole run before it starts (exit status 2)."""
 
 
 def plan_outputs(inputs: list[Path], input_path: Path, test_dir: Path, output_format: str) -> dict[Path, Path]:
-    """Map each input to its output path; refuse any plan that would write over an input or over another output."""
+    """Map each input to the path its output will have (a video's after any change to .mkv); refuse any plan that
+    would write over an input, over another output, or over an existing file in an input's own folder."""
     root = input_path if input_path.is_dir() else input_path.parent
     if input_path.is_dir() and test_dir.resolve().is_relative_to(input_path.resolve()):
         raise SetupError(f"--test_dir {test_dir} is inside --input_dir {input_path}: outputs would be read back "
@@ -38,15 +41,21 @@ def plan_outputs(inputs: list[Path], input_path: Path, test_dir: Path, output_fo
     plan = {}
     for src in inputs:
         dst = test_dir / src.relative_to(root)
-        plan[src] = dst.with_suffix(".png") if output_format == "png" else dst
+        if src.suffix.lower() in VIDEO_EXTENSIONS:
+            plan[src] = planned_output(src, dst)
+        else:
+            plan[src] = dst.with_suffix(".png") if output_format == "png" else dst
     resolved_inputs = {p.resolve() for p in inputs}
-    seen = set()
+    seen = {}
     for src, dst in plan.items():
         if dst.resolve() in resolved_inputs:
             raise SetupError(f"{dst}: would overwrite an input; choose another --test_dir")
-        if dst in seen:
-            raise SetupError(f"{dst}: two inputs would both be written here; drop --output_format png or rename one")
-        seen.add(dst)
+        if dst.resolve() in seen:
+            raise SetupError(f"{dst}: both {seen[dst.resolve()]} and {src} would be written here; rename one"
+                             + (" or drop --output_format png" if output_format == "png" else ""))
+        if dst.exists() and dst.parent.resolve() == src.parent.resolve():
+            raise SetupError(f"{dst}: would replace a file beside its input {src}; choose another --test_dir")
+        seen[dst.resolve()] = src
     return plan
 
 
@@ -175,14 +184,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "not in the paper (default: 0, off)")
     parser.add_argument("--output_format", choices=["same", "png"], default="same",
                         help="same: each output keeps its input's format; png: all PNG (default: same)")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    for flag, low, high in (("scale_factor", 1, math.inf), ("batch_size", 1, math.inf), ("num_workers", 0, math.inf),
+                            ("crf", 0, 51)):  # checked before any work starts
+        if not low <= getattr(args, flag) <= high:
+            parser.error(f"--{flag} {getattr(args, flag)}: must be "
+                         + (f"in {low}..{high}" if high < math.inf else f"at least {low}"))
+    if not 0 <= args.temporal_smoothing < 1:
+        parser.error(f"--temporal_smoothing {args.temporal_smoothing}: must be in [0, 1)")
+    return args
 
 
 def run(args: argparse.Namespace) -> int:
     if not args.input_dir.exists():
         raise SetupError(f"{args.input_dir}: no such file or folder (--input_dir)")
-    if args.batch_size < 1 or not 0 <= args.temporal_smoothing < 1:
-        raise SetupError("--batch_size must be at least 1 and --temporal_smoothing in [0, 1)")
     try:
         device = inference.pick_device(args.device)
     except ValueError as e:
@@ -194,9 +209,16 @@ def run(args: argparse.Namespace) -> int:
                          "or train one with `python train.py`") from None
     except ValueError as e:
         raise SetupError(str(e)) from None
-    plan = plan_outputs(find_inputs(args.input_dir, IMAGE_EXTENSIONS), args.input_dir, args.test_dir,
-                        args.output_format)
-    video_plan = plan_outputs(find_inputs(args.input_dir, VIDEO_EXTENSIONS), args.input_dir, args.test_dir, "same")
+    try:
+        inputs, unlisted = find_inputs(args.input_dir, (*IMAGE_EXTENSIONS, *VIDEO_EXTENSIONS))
+    except BadInputError as e:
+        raise SetupError(e) from None
+    for line in unlisted:
+        print(f"skipped {line}", file=sys.stderr)
+    everything = plan_outputs(inputs, args.input_dir, args.test_dir, args.output_format)
+    plan = {src: dst for src, dst in everything.items() if src.suffix.lower() in IMAGE_EXTENSIONS}
+    video_plan = {src: dst for src, dst in everything.items() if src not in plan}
+    remove_temporaries(everything.values())
     forward = torch.compile(model) if args.compile else inference.forward_for(model)
     inference.keep_freed_memory()
     start = time.perf_counter()
@@ -207,7 +229,7 @@ def run(args: argparse.Namespace) -> int:
         ms_per_image = 1000 / max(done, 1)
         print(f"{done} images enhanced into {args.test_dir}, {len(skipped)} skipped; model "
               f"{model_seconds * ms_per_image:.1f} ms/image, wall {wall * ms_per_image:.1f} ms/image on {device}")
-    problems = skipped + enhance_videos(model, video_plan, device, args)
+    problems = unlisted + skipped + enhance_videos(model, video_plan, device, args)
     return 1 if problems else 0
 
 
@@ -242,6 +264,10 @@ def main(argv: list[str] | None = None) -> int:
     except SetupError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"interrupted: the outputs written so far in {args.test_dir} are whole; the ones in progress were not "
+              "written", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -28,20 +28,21 @@ from tqdm import tqdm
 
 from dataloader import DataError, LowLightDataset
 from loss import LOSS_FORMS, WEIGHTS, SGZLoss
-from files import extract_state_dict, read_checkpoint, write_atomically
+from files import extract_state_dict, read_checkpoint, remove_temporaries, write_atomically
 from inference import pick_device
 from model import EnhanceNet, init_weights, load_enhance_net
 from segmentation import BN_MODES, USS, SegWeightsError
 
 
 class TrainingDiverged(Exception):
-    """The loss became NaN or Inf; the message says where and which checkpoint is the last good one."""
+    """The loss, a gradient or the weights became NaN or Inf; the message says where and which checkpoint is the
+    last good one."""
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     a = p.add_argument
-    a("--lowlight_images_path", default="data/train_data/", help="training images, searched recursively "
+    a("--lowlight_images_path", type=absolute, default="data/train_data/", help="training images, searched recursively "
       "(default: data/train_data/, authors' code)")
     a("--lr", type=float, default=1e-4, help="Adam learning rate (default: 1e-4, authors' code)")
     a("--weight_decay", type=float, default=1e-4, help="Adam weight decay (default: 1e-4, authors' code)")
@@ -54,9 +55,10 @@ def build_parser() -> argparse.ArgumentParser:
       "(default: 10, authors' code)")
     a("--scale_factor", type=int, default=1, help="EFE downscale factor in training (default: 1, authors' code)")
     a("--num_of_SegClass", type=int, default=21, help="USS classes (default: 21, VOC, authors' code)")
-    a("--snapshots_folder", default="weight/", help="where checkpoints and logs go (default: weight/, authors' code)")
+    a("--snapshots_folder", type=absolute, default="weight/", help="where checkpoints and logs go "
+      "(default: weight/, authors' code)")
     a("--load_pretrain", action="store_true", help="start from --pretrain_dir's EFE weights (default: off)")
-    a("--pretrain_dir", default="weight/Epoch99.pth", help="weights for --load_pretrain (default: "
+    a("--pretrain_dir", type=absolute, default="weight/Epoch99.pth", help="weights for --load_pretrain (default: "
       "weight/Epoch99.pth, authors' code)")
     a("--conv_type", default="dsc", choices=["dsc", "tc"], help="EFE convs: depthwise-separable or plain "
       "(default: dsc, paper §3.1)")
@@ -67,7 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
       "paper: the printed equations, unit weights (default: code)")
     a("--sem_weight", type=float, default=None, help="semantic-loss weight; 0 turns the term and the USS off "
       "(default: 0.1 with --loss_form code, authors' code; 1 with paper)")
-    a("--seg_weights", default="imagenet", help="USS ResNet-50 weights: imagenet (torchvision download), a local "
+    a("--seg_weights", type=lambda w: w if w in ("imagenet", "none") else absolute(w), default="imagenet",
+      help="USS ResNet-50 weights: imagenet (torchvision download), a local "
       "resnet50 state-dict file, or none for random init (default: imagenet, paper §3.3)")
     a("--bn_mode", default="train", choices=BN_MODES, help="USS BatchNorm: train uses batch statistics as the "
       "authors' code does, eval the running ones (default: train)")
@@ -76,7 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
     a("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda when available, else cpu)")
     a("--image_size", type=int, default=512, help="training images are resized to this square "
       "(default: 512, authors' code)")
-    a("--resume", default=None, help="a last.pth to continue from: model, optimizer, epoch, step, RNG state")
+    a("--resume", default=None, help="a last.pth to continue from: model, optimizer, epoch, step, RNG state, and "
+      "every setting of that run not given again")
     a("--init", default="code", choices=["code", "paper"], help="EFE init: code = PyTorch's default, as the "
       "authors' train.py (it never calls its weights_init); paper = N(0, 0.02), zero biases (default: code)")
     a("--amp", action="store_true", help="CUDA only: float16 autocast, GradScaler and channels_last; the authors "
@@ -84,6 +88,57 @@ def build_parser() -> argparse.ArgumentParser:
     a("--dry_run", action="store_true", help="one step on one batch in this process, nothing written but a log "
       "line: a quick check of data, weights and flags (default: off)")
     return p
+
+
+def absolute(path: str) -> str:
+    """A path flag made absolute, so the args a checkpoint saves name the same files from any working directory."""
+    return os.path.abspath(path)
+
+
+# What a mid-epoch checkpoint's position means: the epoch's order (seed, processes) cut into batches of this size.
+EPOCH_SHAPE = ("seed", "train_batch_size", "image_size", "world_size")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The flags; with --resume, every setting saved with that run (its args) that is not given again here.
+
+    Refuses, on one line with exit status 2 and before any work: a flag out of range, a device this machine lacks,
+    and, resuming in mid-epoch, a change to EPOCH_SHAPE (the rest of the epoch would differ from the uninterrupted
+    run's: images skipped or seen twice).
+    """
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.resume:
+        restore_settings(parser, args, argv)
+    for flag, low, why in (("train_batch_size", 1, ""), ("display_iter", 1, ""), ("snapshot_iter", 1, ""),
+                           ("image_size", 16, " (the code-form exposure loss averages 16x16 patches)")):
+        if getattr(args, flag) < low:
+            parser.error(f"--{flag} {getattr(args, flag)}: must be at least {low}{why}")
+    try:
+        pick_device(args.device)
+    except ValueError as e:
+        parser.error(str(e))
+    return args
+
+
+def restore_settings(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: list[str] | None) -> None:
+    """Set in `args` what the run in args.resume saved and `argv` does not give; refuse an EPOCH_SHAPE change in
+    mid-epoch."""
+    ckpt = read_checkpoint(args.resume)
+    probe = build_parser()  # the same flags with no defaults: what this command line gives
+    for action in probe._actions:
+        action.default = argparse.SUPPRESS
+    given = vars(probe.parse_args(argv)).keys() | {"resume"}
+    vars(args).update({k: v for k, v in ckpt.get("args", {}).items() if k in vars(args) and k not in given})
+    saved = dict(ckpt.get("args", {}))
+    if "world_size" in ckpt:  # checkpoints of older versions do not say
+        saved["world_size"] = ckpt["world_size"]
+    now = dict(vars(args), world_size=int(os.environ.get("WORLD_SIZE", "1")))
+    for key in EPOCH_SHAPE if ckpt.get("batch") else ():
+        name = "processes (torchrun)" if key == "world_size" else f"--{key}"
+        if key in saved and saved[key] != now[key]:
+            parser.error(f"{name} {now[key]}: {args.resume} stopped in mid-epoch with {saved[key]}, and the "
+                         "rest of that epoch depends on it; resume with the same, or from an epoch's end")
 
 
 def rng_state() -> dict:
@@ -205,6 +260,8 @@ def resume(run: TrainingRun, path: str) -> None:
                          "weights use --load_pretrain --pretrain_dir instead of --resume")
     run.model.load_state_dict(extract_state_dict(ckpt))
     run.optimizer.load_state_dict(ckpt["optimizer"])
+    for group in run.optimizer.param_groups:  # the flags, as restored or given again (parse_args)
+        group.update(lr=run.args.lr, weight_decay=run.args.weight_decay)
     run.scaler.load_state_dict(ckpt["scaler"])
     run.position = {k: ckpt[k] for k in run.position}
     set_rng_state(ckpt["rng"])
@@ -213,7 +270,7 @@ def resume(run: TrainingRun, path: str) -> None:
 def train_step(run: TrainingRun, low: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
     """One optimizer step on a batch: (the loss terms, the gradient norm before clipping).
 
-    Raises TrainingDiverged, before the step, when the loss is not finite on any process.
+    Raises TrainingDiverged, before the step, when the loss is not finite on any process, or the gradient.
     """
     low = low.to(run.device, non_blocking=True).contiguous(memory_format=run.memory_format)
     with torch.autocast(run.device.type, enabled=run.args.amp):
@@ -222,26 +279,51 @@ def train_step(run: TrainingRun, low: torch.Tensor) -> tuple[dict[str, torch.Ten
     bad = torch.tensor(float(not torch.isfinite(terms["total"]).item()), device=run.device)
     if run.world > 1:
         dist.all_reduce(bad)
+    epoch, step = run.position["epoch"] + 1, run.position["step"] + 1
     if bad.item():
-        last = run.folder / "last.pth"
-        kept = f"the last good checkpoint is {last}" if last.is_file() else "no checkpoint was written yet"
-        raise TrainingDiverged(f"loss became {terms['total'].item()} at epoch {run.position['epoch'] + 1}, step "
-                               f"{run.position['step'] + 1}; stopped, {kept}")
+        raise diverged(run, f"loss became {terms['total'].item()}", epoch, step)
     run.optimizer.zero_grad(set_to_none=True)
     run.scaler.scale(terms["total"]).backward()
     run.scaler.unscale_(run.optimizer)
     grad_norm = torch.nn.utils.clip_grad_norm_(run.model.parameters(), run.args.grad_clip_norm)
+    # A finite loss can still have a NaN gradient (sqrt at 0). Under AMP an overflow is the scaler's to skip.
+    if not run.args.amp and not torch.isfinite(grad_norm):  # the same on every process: DDP averaged it
+        raise diverged(run, f"gradient norm became {grad_norm.item()}", epoch, step)
     run.scaler.step(run.optimizer)
     run.scaler.update()
     return terms, grad_norm
 
 
+def diverged(run: TrainingRun, what: str, epoch: int, step: int) -> TrainingDiverged:
+    last = run.folder / "last.pth"
+    kept = f"the last good checkpoint is {last}" if last.is_file() else "no checkpoint was written yet"
+    return TrainingDiverged(f"{what} at epoch {epoch}, step {step}; stopped, {kept}")
+
+
+def first_non_finite(state: dict) -> str | None:
+    """The key path of the first float tensor in `state` (nested dicts) holding NaN or Inf, or None."""
+    for key, value in state.items():
+        inner = first_non_finite(value) if isinstance(value, dict) else None
+        if inner is not None:
+            return f"{key}.{inner}"
+        if torch.is_tensor(value) and value.is_floating_point() and not torch.isfinite(value).all():
+            return str(key)
+    return None
+
+
 def save(run: TrainingRun, epoch: int) -> None:
-    """last.pth at the current position; EpochN.pth named, as the authors do, by the epoch in progress."""
+    """last.pth at the current position; EpochN.pth named, as the authors do, by the epoch in progress.
+
+    Raises TrainingDiverged, writing nothing, when the weights or the optimizer state hold NaN or Inf.
+    """
+    state = {"model": run.model.state_dict(), "optimizer": run.optimizer.state_dict()["state"]}
+    bad = first_non_finite(state)  # every process checks: DDP keeps their states equal
+    if bad is not None:
+        raise diverged(run, f"{bad} holds NaN or Inf", epoch + 1, run.position["step"])
     if not run.lead:
         return
     ckpt = dict(run.position, model=run.model.state_dict(), optimizer=run.optimizer.state_dict(),
-                scaler=run.scaler.state_dict(), args=vars(run.args), rng=rng_state())
+                scaler=run.scaler.state_dict(), args=vars(run.args), world_size=run.world, rng=rng_state())
     write_atomically(run.folder / "last.pth", lambda f: torch.save(ckpt, f))
     write_atomically(run.folder / f"Epoch{epoch}.pth", lambda f: torch.save(run.model.state_dict(), f))
 
@@ -260,6 +342,8 @@ def train_epochs(run: TrainingRun) -> list[float]:
     args, pos = run.args, run.position
     if run.lead:
         run.folder.mkdir(parents=True, exist_ok=True)
+        remove_temporaries(run.folder / name for name in ("last.pth", "args.json",
+                                                           *(f"Epoch{e}.pth" for e in range(args.num_epochs))))
         resolved = dict(vars(args), sem_weight=run.sem_weight, device=str(run.device), world_size=run.world)
         write_atomically(run.folder / "args.json", lambda f: f.write(json.dumps(resolved, indent=2).encode()))
         run.writer = SummaryWriter(run.folder / "tensorboard")
@@ -327,9 +411,8 @@ def log_epoch(run: TrainingRun, preview: torch.Tensor, mean_loss: float) -> None
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = build_parser().parse_args(argv)
     try:
-        train(args)
+        train(parse_args(argv))
     except (DataError, SegWeightsError, TrainingDiverged, FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)

@@ -11,13 +11,15 @@ unchanged. Video is H.264 (libx264): yuv420p where both sides are even, yuv444p 
 an odd size exactly), and lossless RGB (libx264rgb) at `crf=0`. A container that cannot hold H.264 plus the input's
 audio (AVI, WebM) is written as Matroska (.mkv) instead.
 """
+import contextlib
 import io
 import queue
 import threading
 import time
+from collections import deque
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import av
@@ -33,6 +35,7 @@ VIDEO_EXTENSIONS = frozenset({".mp4", ".mov", ".mkv", ".avi", ".webm"})
 # Output containers. AVI stores no timestamps (so no reordered H.264 frames) and WebM no H.264: both become .mkv.
 CONTAINERS = {".mp4": "mp4", ".mov": "mov", ".mkv": "matroska"}
 PRESET = "veryfast"  # libx264 speed preset: on CPU the encoder shares the cores with the model
+OPEN_ERRORS = (av.FFmpegError, OSError, UnicodeDecodeError)  # what av.open raises for a file it cannot read
 QUEUE_BATCHES = 2  # batches each queue may hold: enough to overlap decode, model and encode, and no more
 _END = object()
 
@@ -48,6 +51,7 @@ class VideoReport:
     seconds: float  # wall-clock time, decode + enhance + encode
     duration: float  # seconds of video enhanced (the input's, up to the last frame decoded)
     error: str | None = None  # set when the input was truncated or corrupt and `output` holds the frames before it
+    notes: list[str] = field(default_factory=list)  # what the output leaves out or changes, one line each
 
     @property
     def fps(self) -> float:
@@ -61,7 +65,7 @@ class VideoReport:
     def summary(self) -> str:
         line = (f"{self.output}: {self.frames} frames in {self.seconds:.1f} s, {self.fps:.1f} fps, "
                 f"{self.realtime:.2f}x real time")
-        return line + (f" (partial: {self.error})" if self.error else "")
+        return "; ".join([line, *self.notes]) + (f" (partial: {self.error})" if self.error else "")
 
 
 class FrameEnhancer:
@@ -97,6 +101,46 @@ class FrameEnhancer:
             x_r_low.mul_(1 - self.alpha).add_(self.x_r_low, alpha=self.alpha)
         self.x_r_low = x_r_low
         return inference.enhance(self.model, x, x_r_low)[0]
+
+
+class FrameTimes:
+    """Each decoded frame's (pts, duration) in the stream's time base, always increasing.
+
+    Timestamps are kept, unless missing or out of order: from there on frames follow at the frame rate. An AVI
+    stores no presentation times, only each packet's slot (its dts; a dropped frame leaves its slot empty), and the
+    decoder hands frames out in display order, so there the n-th frame takes the n-th slot.
+    """
+
+    def __init__(self, avi: bool, frame_duration: int):
+        self.slots = deque() if avi else None
+        self.frame_duration, self.steady, self.last, self.next = frame_duration, not avi, None, 0
+
+    def packet(self, packet: av.Packet) -> None:
+        if self.slots is not None and packet.size and packet.dts is not None:
+            self.slots.append(packet.dts)
+
+    def frame(self, frame: av.VideoFrame) -> tuple[int, int]:
+        if self.slots:
+            pts, duration = max(self.slots.popleft(), self.next), self.frame_duration
+        else:
+            self.steady = self.steady and frame.pts is not None and (self.last is None or frame.pts > self.last)
+            pts = frame.pts if self.steady else self.next
+            duration = frame.duration if self.steady and frame.duration else self.frame_duration
+        self.last, self.next = pts, pts + duration
+        return pts, duration
+
+
+@contextlib.contextmanager
+def _ffmpeg_errors() -> Iterator[list[tuple[int, str, str]]]:
+    """FFmpeg's error messages (level, context name, text) from every thread while the block runs. PyAV drops all
+    of FFmpeg's messages unless a level is set: this sets ERROR for the block, then puts the old level back."""
+    level = av.logging.get_level()
+    av.logging.set_level(av.logging.ERROR)
+    try:
+        with av.logging.Capture(local=False) as logs:
+            yield logs
+    finally:
+        av.logging.set_level(level)
 
 
 def _one_line(e: BaseException) -> str:
@@ -142,10 +186,23 @@ def output_path(dst: Path, audio_codecs: Iterable[str]) -> Path:
     return dst.with_suffix(".mkv")
 
 
+def _audio_codecs(container) -> list[str]:
+    return [stream.codec_context.codec.canonical_name for stream in container.streams.audio]
+
+
+def planned_output(src: Path, dst: Path) -> Path:
+    """The path `enhance_video(src, dst)` writes (see `output_path`), found before it runs, from src's audio."""
+    try:
+        with av.open(str(src)) as container:
+            return output_path(dst, _audio_codecs(container))
+    except OPEN_ERRORS:
+        return output_path(dst, [])  # unreadable: enhance_video will say so and write nothing
+
+
 def _open_input(src: Path):
     try:
         container = av.open(str(src))
-    except (av.FFmpegError, OSError, UnicodeDecodeError) as e:
+    except OPEN_ERRORS as e:
         raise VideoError(f"{src}: not a readable video ({_one_line(e)})") from e
     if not container.streams.video:
         container.close()
@@ -183,7 +240,8 @@ def enhance_video(model: EnhanceNet, src: Path, dst: Path, *, device: torch.devi
                   crf: int = 18, temporal_smoothing: float = 0.0, progress: bool = True) -> VideoReport:
     """Enhance every frame of `src` and write `dst` (or its .mkv sibling, see `output_path`) atomically.
 
-    Raises VideoError when no output can be made; a truncated or corrupt input gives a valid output of the frames
+    Raises VideoError when no output can be made, from the input or because `dst` cannot be written (a file in the
+    way of its folder, no permission, a full disk); a truncated or corrupt input gives a valid output of the frames
     decoded before the damage, with `VideoReport.error` naming it.
     """
     if not 0 <= crf <= 51:
@@ -192,26 +250,31 @@ def enhance_video(model: EnhanceNet, src: Path, dst: Path, *, device: torch.devi
     start = time.perf_counter()
     enhance = FrameEnhancer(model, device, temporal_smoothing)
     container, in_video = _open_input(src)
+    others = len(container.streams.video) - 1
+    notes = [f"{others} more video stream{'s' * (others > 1)} left out (only the first is enhanced)"] if others else []
     try:
         in_audio = list(container.streams.audio)
-        dst = output_path(dst, [s.codec_context.codec.canonical_name for s in in_audio])
+        dst = output_path(dst, _audio_codecs(container))
         if dst.resolve() == src.resolve():
             raise VideoError(f"{src}: the output would overwrite the input; choose another --test_dir")
+        rotation = _rotation(src)
         with atomic_path(dst) as tmp:
             with av.open(str(tmp), "w", format=CONTAINERS[dst.suffix.lower()]) as output:
-                _add_video_stream(output, in_video, crf, _rotation(src))
+                _add_video_stream(output, in_video, crf, rotation)
                 for stream in in_audio:
                     output.add_stream_from_template(stream)
-                frames, duration, error = _run(container, output, enhance, batch_size, progress, src)
+                frames, duration, error = _run(container, output, enhance, batch_size, progress, src, notes)
             if frames == 0:
                 raise VideoError(f"{src}: no frame could be decoded ({error or 'empty video stream'})")
+    except OSError as e:  # the input side's errors are caught where it is read: these are the output's
+        raise VideoError(f"{dst}: cannot write ({_one_line(e)})") from e
     finally:
         container.close()
-    return VideoReport(dst, frames, time.perf_counter() - start, duration, error)
+    return VideoReport(dst, frames, time.perf_counter() - start, duration, error, notes)
 
 
-def _run(container, output, enhance: FrameEnhancer, batch_size: int, progress: bool, src: Path):
-    """The three-stage pipeline; returns (frames, seconds of video, error line or None)."""
+def _run(container, output, enhance: FrameEnhancer, batch_size: int, progress: bool, src: Path, notes: list[str]):
+    """The three-stage pipeline; returns (frames, seconds of video, error line or None), adding to `notes`."""
     in_video, in_audio, out_video = container.streams.video[0], container.streams.audio, output.streams.video[0]
     out_audio = {stream.index: out for stream, out in zip(in_audio, output.streams.audio)}
     stop = threading.Event()
@@ -220,25 +283,31 @@ def _run(container, output, enhance: FrameEnhancer, batch_size: int, progress: b
     errors: list[str] = []
     frame_duration = max(1, round(1 / (out_video.codec_context.framerate * in_video.time_base)))
 
+    times = FrameTimes("avi" in container.format.name, frame_duration)
+    cut_short: list[str] = []  # the demuxer read less than the packet's size: the file ends or is damaged there
+    size, resized = (out_video.width, out_video.height), set()  # a stream that changes size mid-way keeps its first
+
     def decode() -> None:
-        last, next_pts, steady = None, 0, "avi" not in container.format.name
         try:
             for packet in container.demux(in_video, *in_audio):
+                if packet.is_corrupt:
+                    cut_short.append(f"a {packet.stream.type} packet is cut short")
                 if packet.stream.type == "audio":
                     if packet.dts is not None:
                         _put(decoded, packet, stop)
                     continue
+                times.packet(packet)
                 for frame in packet.decode():
-                    # Timestamps are kept, unless missing or out of order: from there on (and throughout an AVI,
-                    # which stores none), frames follow at the stream's frame rate.
-                    steady = steady and frame.pts is not None and (last is None or frame.pts > last)
-                    pts = last = frame.pts if steady else next_pts
-                    next_pts = pts + (frame.duration if steady and frame.duration else frame_duration)
-                    _put(decoded, (frame.to_ndarray(format="rgb24"), pts, next_pts - pts), stop)
+                    if (frame.width, frame.height) != size and (frame.width, frame.height) not in resized:
+                        resized.add((frame.width, frame.height))
+                        notes.append(f"the picture changes to {frame.width}x{frame.height} at "
+                                     f"{float(times.next * in_video.time_base):.2f} s, scaled to {size[0]}x{size[1]}")
+                    rgb = frame.to_ndarray(format="rgb24", width=size[0], height=size[1])
+                    _put(decoded, (rgb, *times.frame(frame)), stop)
                 if stop.is_set():
                     return
         except av.FFmpegError as e:
-            errors.append(f"{src}: damaged video data at {float(next_pts * in_video.time_base):.2f} s, "
+            errors.append(f"{src}: damaged video data at {float(times.next * in_video.time_base):.2f} s, "
                           f"enhanced up to there ({_one_line(e)})")
         finally:
             _put(decoded, _END, stop)
@@ -257,12 +326,12 @@ def _run(container, output, enhance: FrameEnhancer, batch_size: int, progress: b
         if not stop.is_set():
             output.mux(out_video.encode(None))
 
-    total, expected = in_video.frames or None, _declared_duration(in_video)
     frames, first, end = 0, None, 0  # frames enhanced, first pts, end of the last frame
 
     def enhance_batches() -> None:
         nonlocal frames, first, end
-        estimate = total or (round(expected * out_video.codec_context.framerate) if expected else None)
+        declared = _declared_duration(in_video)  # for the progress bar only: headers count hidden frames too
+        estimate = in_video.frames or (round(declared * out_video.codec_context.framerate) if declared else None)
         with tqdm(total=estimate, unit="frame", desc=src.name, disable=not progress, leave=False) as bar:
             batch: list = []
             while True:
@@ -284,27 +353,31 @@ def _run(container, output, enhance: FrameEnhancer, batch_size: int, progress: b
                     break
         _put(encoded, _END, stop)
 
-    with ThreadPoolExecutor(2) as pool:
+    with _ffmpeg_errors() as logs, ThreadPoolExecutor(2) as pool:
         workers = [pool.submit(_stop_on_error, stage, stop) for stage in (decode, encode)]
         _stop_on_error(enhance_batches, stop)
         for worker in workers:
             worker.result()
-    duration = float((end - first) * in_video.time_base) if frames else 0.0
-    if not errors:
-        if total and frames < total:
-            errors.append(f"{src}: only {frames} of {total} frames could be read (truncated or damaged)")
-        elif frames and not total and expected and expected - duration > 2 * frame_duration * in_video.time_base:
-            errors.append(f"{src}: video ends at {duration:.2f} s of {expected:.2f} s (truncated or damaged)")
-    return frames, duration, errors[0] if errors else None
+    # Completeness is what decodes: a demuxer that meets the end of the data early marks the packet it cut short,
+    # or says so ("partial file", "File ended prematurely"), and stops as at a normal end. Headers' frame counts and
+    # durations mislead: they include frames an edit list hides (a clip cut without re-encoding), a cover picture's
+    # stream spans the audio, an AVI counts its dropped frames.
+    cut = [text.strip() for level, name, text in logs if level <= av.logging.ERROR and name == container.format.name]
+    if times.slots is not None and times.next < in_video.frames:  # an AVI counts its slots, dropped frames' too
+        cut.append(f"{times.next} of its {in_video.frames} frame slots")
+    if (cut or cut_short) and not errors:
+        errors.append(f"{src}: the data stops at {float(end * in_video.time_base):.2f} s ({(cut + cut_short)[0]}), "
+                      "enhanced up to there (truncated or damaged)")
+    return frames, float((end - first) * in_video.time_base) if frames else 0.0, errors[0] if errors else None
 
 
 def _rotation(src: Path) -> int:
     """The first frame's display rotation (FFmpeg hands the container's display matrix to each frame)."""
-    with av.open(str(src)) as container:
-        try:
+    try:
+        with av.open(str(src)) as container:
             return round(next(container.decode(video=0)).rotation)
-        except (av.FFmpegError, StopIteration):
-            return 0
+    except (*OPEN_ERRORS, StopIteration):
+        return 0
 
 
 def _declared_duration(stream) -> float | None:

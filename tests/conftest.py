@@ -1,5 +1,6 @@
-"""Shared test helpers: where ../shared is, a marker for tests that need it, a random network, and one torch
-thread per test."""
+"""Shared test helpers: where ../shared is, a marker for tests that need it, a random network, folders that cannot
+be listed, and one torch thread per test."""
+import errno
 import os
 from pathlib import Path
 
@@ -29,6 +30,21 @@ def random_net(std: float = 0.2, conv_type: str = "dsc", scale_factor: int = 12,
     net = EnhanceNet(scale_factor, conv_type)
     init_weights(net, std)
     return net.eval()
+
+
+@pytest.fixture
+def unlistable(monkeypatch) -> set[str]:
+    """Folders (add their paths) that os.scandir refuses, as it does a folder without read permission; tests run
+    as root, which may list every folder."""
+    refused, scandir = set(), os.scandir
+
+    def refusing(path="."):
+        if os.fspath(path) in refused:
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), os.fspath(path))
+        return scandir(path)
+
+    monkeypatch.setattr(os, "scandir", refusing)
+    return refused
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -22,7 +22,7 @@ def image_tree(tmp_path):
 
 
 def test_every_image_format_is_found_at_any_depth(image_tree):
-    names = sorted(p.name for p in find_images(image_tree))
+    names = sorted(p.name for p in find_images(image_tree)[0])
     assert names == ["a.jpg", "b.PNG", "c.bmp", "d.tiff", "e.webp", "f.JPEG", "g.tif"]
     assert len(LowLightDataset(image_tree, 32)) == 7
 
@@ -47,6 +47,16 @@ def test_unreadable_files_are_named_once_and_left_out(image_tree, capsys):
     assert len(dataset) == 7 and all(dataset[i].shape == (3, 16, 16) for i in range(len(dataset)))
 
 
+def test_a_folder_that_cannot_be_listed_is_named_once_and_left_out(image_tree, unlistable, capsys):
+    unlistable.add(str(image_tree / "sub"))
+    assert len(LowLightDataset(image_tree, 16)) == 5
+    assert capsys.readouterr().err.splitlines() == [f"skipping {image_tree / 'sub'}: cannot list this folder "
+                                                    "(Permission denied)"]
+    unlistable.add(str(image_tree))
+    with pytest.raises(DataError, match="cannot list this folder"):
+        LowLightDataset(image_tree)
+
+
 def test_a_missing_or_empty_folder_is_one_clear_error(tmp_path):
     with pytest.raises(DataError, match="nowhere: no such folder"):
         LowLightDataset(tmp_path / "nowhere")
@@ -55,10 +65,11 @@ def test_a_missing_or_empty_folder_is_one_clear_error(tmp_path):
         LowLightDataset(tmp_path / "empty")
 
 
-def test_a_16_bit_png_trains_as_what_it_shows(tmp_path):
-    gray = np.tile(np.linspace(0, 65535, 64, dtype=np.uint16), (64, 1))
-    Image.fromarray(gray).save(tmp_path / "sixteen.png")
-    assert Image.open(tmp_path / "sixteen.png").mode == "I;16"
+@pytest.mark.parametrize("name, white, mode", [("sixteen.png", 65535, "I;16"), ("float.tif", 1, "F")])
+def test_a_16_bit_or_float_image_trains_as_what_it_shows(tmp_path, name, white, mode):
+    gray = np.tile(np.linspace(0, white, 64), (64, 1)).astype(np.uint16 if white > 1 else np.float32)
+    Image.fromarray(gray).save(tmp_path / name)
+    assert Image.open(tmp_path / name).mode == mode
     image = LowLightDataset(tmp_path, image_size=32, verbose=False)[0]
     assert image.shape == (3, 32, 32) and torch.equal(image[0], image[2])
     assert image.mean().item() == pytest.approx(0.5, abs=0.01) and image.min() < 0.02 and image.max() > 0.98

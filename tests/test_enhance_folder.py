@@ -2,18 +2,20 @@
 import os
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import av
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from PIL import Image, TiffImagePlugin
 
+import inference
 import test as enhance_script
 from clips import moving_frames, write_clip
 from conftest import ROOT, SHARED, requires_shared
-from files import to_uint8, write_image
+from files import BadInputError, to_uint8, write_image
 from model import EnhanceNet, init_weights, load_enhance_net
 
 OFFICIAL = SHARED / "weights" / "sgz_official_epoch99.pth"
@@ -135,6 +137,54 @@ def test_sixteen_bit_gray_keeps_its_full_range(tmp_path):
     np.testing.assert_allclose(image, 32768 / 65535, rtol=1e-6)
 
 
+def test_float_gray_reads_as_its_values_clipped_to_unit_range(tmp_path):
+    Image.fromarray(np.array([[0.0, 0.25, 0.5, 1.0], [1.7, -0.2, np.nan, 0.01]], np.float32)).save(tmp_path / "f.tif")
+    assert Image.open(tmp_path / "f.tif").mode == "F"
+    image = enhance_script.read_image(tmp_path / "f.tif")
+    assert np.array_equal(image[..., 0], image[..., 2])
+    np.testing.assert_allclose(image[..., 0], [[0.0, 0.25, 0.5, 1.0], [1.0, 0.0, 0.0, 0.01]], rtol=1e-6)
+
+
+def test_32_bit_integer_gray_is_scaled_by_its_declared_range_or_refused_on_one_line(tmp_path):
+    values = np.array([[0, 51, 255, 300]], np.int32)
+    declared = TiffImagePlugin.ImageFileDirectory_v2()
+    declared[281] = 255  # MaxSampleValue
+    Image.fromarray(values).save(tmp_path / "declared.tif", tiffinfo=declared)
+    np.testing.assert_allclose(enhance_script.read_image(tmp_path / "declared.tif")[..., 1], [[0, 0.2, 1, 1]])
+    Image.fromarray(values).save(tmp_path / "bare.tif")
+    assert Image.open(tmp_path / "bare.tif").mode == "I"
+    with pytest.raises(BadInputError) as e:
+        enhance_script.read_image(tmp_path / "bare.tif")
+    assert str(e.value).startswith(f"{tmp_path / 'bare.tif'}: 32-bit integer samples with no declared range")
+
+
+def test_an_input_removed_during_the_run_is_named_and_the_run_goes_on(tmp_path, random_weights):
+    Image.fromarray(dark((16, 12))).save(tmp_path / "here.png")
+    plan = {tmp_path / name: tmp_path / "out" / name for name in ("gone.png", "here.png")}
+    forward = inference.forward_for(load_enhance_net(random_weights))
+    done, skipped, _ = enhance_script.enhance_images(forward, plan, torch.device("cpu"), 2, 1)
+    assert done == 1 and skipped == [f"{tmp_path / 'gone.png'}: no longer there (removed during the run)"]
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["here.png"]
+
+
+def test_a_folder_that_cannot_be_listed_is_named_and_the_rest_is_enhanced(tmp_path, random_weights, unlistable,
+                                                                           capsys):
+    (tmp_path / "in" / "locked").mkdir(parents=True)
+    for name in ("a.png", "locked/b.png"):
+        Image.fromarray(dark((16, 12))).save(tmp_path / "in" / name)
+    unlistable.add(str(tmp_path / "in" / "locked"))
+    assert enhance_script.main(["--weight_dir", str(random_weights), "--input_dir", str(tmp_path / "in"),
+                                "--test_dir", str(tmp_path / "out")]) == 1
+    captured = capsys.readouterr()
+    assert [line for line in captured.err.splitlines() if line.startswith("skipped")] == [
+        f"skipped {tmp_path / 'in' / 'locked'}: cannot list this folder (Permission denied)"]
+    assert "1 images enhanced" in captured.out and [p.name for p in (tmp_path / "out").iterdir()] == ["a.png"]
+    unlistable.add(str(tmp_path / "in"))
+    assert enhance_script.main(["--weight_dir", str(random_weights), "--input_dir", str(tmp_path / "in"),
+                                "--test_dir", str(tmp_path / "out2")]) == 2
+    assert capsys.readouterr().err == f"error: {tmp_path / 'in'}: cannot list this folder (Permission denied)\n"
+
+
 def test_output_format_png_converts_every_output(tmp_path, random_weights):
     (tmp_path / "in").mkdir()
     Image.fromarray(dark((16, 12))).save(tmp_path / "in" / "a.jpg")
@@ -150,15 +200,23 @@ def test_single_file_input(tmp_path, random_weights):
     assert Image.open(tmp_path / "out" / "one.png").size == (16, 12)
 
 
-@pytest.mark.parametrize("case", ["missing_input", "missing_weights", "mismatched_weights", "test_dir_inside_input"])
+@pytest.mark.parametrize("case", ["missing_input", "missing_weights", "mismatched_weights", "integer_key",
+                                  "nan_weights", "test_dir_inside_input"])
 def test_setup_errors_exit_2_with_one_line_and_write_nothing(tmp_path, random_weights, case):
     (tmp_path / "in").mkdir()
     Image.fromarray(dark((16, 12))).save(tmp_path / "in" / "a.png")
     torch.save({"e_conv1.weight": torch.zeros(1)}, tmp_path / "other.pth")
+    torch.save({0: torch.zeros(1)}, tmp_path / "integer.pth")
+    torch.save(dict(torch.load(random_weights), **{"e_conv7.point_conv.bias": torch.full((3,), torch.nan)}),
+               tmp_path / "nan.pth")
     args = {"--input_dir": tmp_path / "in", "--test_dir": tmp_path / "out", "--weight_dir": random_weights}
     expected = {"missing_input": ("--input_dir", tmp_path / "absent", "absent"),
                 "missing_weights": ("--weight_dir", tmp_path / "none.pth", "--weight_dir PATH"),
                 "mismatched_weights": ("--weight_dir", tmp_path / "other.pth", "does not fit EnhanceNet"),
+                "integer_key": ("--weight_dir", tmp_path / "integer.pth",
+                                f"{tmp_path / 'integer.pth'}: not a state dict (key 0 is not a parameter name)"),
+                "nan_weights": ("--weight_dir", tmp_path / "nan.pth",
+                                f"{tmp_path / 'nan.pth'}: e_conv7.point_conv.bias holds NaN or Inf"),
                 "test_dir_inside_input": ("--test_dir", tmp_path / "in" / "out", "inside --input_dir")}[case]
     args[expected[0]] = expected[1]
     result = run_cli(*[str(item) for pair in args.items() for item in pair])
@@ -171,9 +229,45 @@ def test_output_that_would_overwrite_an_input_is_refused(tmp_path):
     (tmp_path / "a" / "a").mkdir(parents=True)
     for name in ["a/x.png", "a/a/x.png"]:
         Image.fromarray(dark((8, 8))).save(tmp_path / name)
-    inputs = enhance_script.find_inputs(tmp_path / "a", enhance_script.IMAGE_EXTENSIONS)
+    inputs, _ = enhance_script.find_inputs(tmp_path / "a", enhance_script.IMAGE_EXTENSIONS)
     with pytest.raises(enhance_script.SetupError, match="would overwrite an input"):
         enhance_script.plan_outputs(inputs, tmp_path / "a", tmp_path, "same")
+
+
+def refused(random_weights, *args) -> str:
+    """test.py's one error line; it must exit 2 before enhancing anything."""
+    result = run_cli("--weight_dir", random_weights, *args)
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+    return result.stderr
+
+
+def test_a_video_whose_output_becomes_mkv_never_lands_on_another_output(tmp_path, random_weights):
+    (tmp_path / "in").mkdir()
+    for name in ("clip.avi", "clip.mkv"):
+        write_clip(tmp_path / "in" / name, moving_frames(32, 24, 2))
+    err = refused(random_weights, "--input_dir", tmp_path / "in", "--test_dir", tmp_path / "out")
+    assert f"{tmp_path / 'out' / 'clip.mkv'}: both " in err and "would be written here; rename one" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_video_whose_output_becomes_mkv_never_lands_on_an_input(tmp_path, random_weights):
+    (tmp_path / "P" / "in" / "in").mkdir(parents=True)
+    write_clip(tmp_path / "P" / "in" / "clip.mkv", moving_frames(32, 24, 2))
+    write_clip(tmp_path / "P" / "in" / "in" / "clip.avi", moving_frames(32, 24, 2))
+    data = (tmp_path / "P" / "in" / "clip.mkv").read_bytes()
+    err = refused(random_weights, "--input_dir", tmp_path / "P" / "in", "--test_dir", tmp_path / "P")
+    assert f"{tmp_path / 'P' / 'in' / 'clip.mkv'}: would overwrite an input" in err
+    assert (tmp_path / "P" / "in" / "clip.mkv").read_bytes() == data
+
+
+def test_a_png_output_never_replaces_an_existing_file_beside_its_input(tmp_path, random_weights):
+    Image.fromarray(dark((16, 12))).save(tmp_path / "photo.jpg")
+    Image.fromarray(dark((16, 12), seed=1)).save(tmp_path / "photo.png")
+    data = (tmp_path / "photo.png").read_bytes()
+    err = refused(random_weights, "--input_dir", tmp_path / "photo.jpg", "--test_dir", tmp_path,
+                  "--output_format", "png")
+    assert f"{tmp_path / 'photo.png'}: would replace a file beside its input" in err
+    assert (tmp_path / "photo.png").read_bytes() == data
 
 
 def test_failed_write_leaves_no_partial_file(tmp_path, monkeypatch):
@@ -215,6 +309,72 @@ def test_an_output_that_cannot_be_written_is_named_and_the_run_goes_on(tmp_path,
     assert Image.open(tmp_path / "out" / "b.png").size == (16, 12)
 
 
+def skipped_lines(err: str) -> list[str]:
+    assert "Traceback" not in err
+    return [line for line in err.splitlines() if line.startswith("skipped ")]
+
+
+def test_a_test_dir_that_names_a_file_is_one_line_per_image_and_video(tmp_path, random_weights, capsys):
+    (tmp_path / "in").mkdir()
+    Image.fromarray(dark((16, 12))).save(tmp_path / "in" / "a.png")
+    write_clip(tmp_path / "in" / "clip.mp4", moving_frames(32, 24, 2))
+    (tmp_path / "out").write_text("a file, not a folder")
+    assert enhance_script.main(["--weight_dir", str(random_weights), "--input_dir", str(tmp_path / "in"),
+                                "--test_dir", str(tmp_path / "out")]) == 1
+    lines = skipped_lines(capsys.readouterr().err)
+    assert len(lines) == 2 and all(": cannot write (" in line for line in lines)
+    assert {Path(line.split()[1].rstrip(":")).name for line in lines} == {"a.png", "clip.mp4"}
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full, a device that is always full")
+def test_a_full_disk_under_one_video_is_one_line_and_the_next_video_is_written(tmp_path, random_weights,
+                                                                                monkeypatch, capsys):
+    (tmp_path / "in").mkdir()
+    for name in ("a.mp4", "b.mp4"):
+        write_clip(tmp_path / "in" / name, moving_frames(32, 24, 4))
+    monkeypatch.setattr(uuid, "uuid4", lambda: uuid.UUID(int=1))  # atomic_path's temporary names, known ahead
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / f".a.mp4.{uuid.UUID(int=1).hex}.tmp").symlink_to("/dev/full")
+    assert enhance_script.main(["--weight_dir", str(random_weights), "--input_dir", str(tmp_path / "in"),
+                                "--test_dir", str(tmp_path / "out")]) == 1
+    assert skipped_lines(capsys.readouterr().err) == [
+        f"skipped {tmp_path / 'out' / 'a.mp4'}: cannot write (No space left on device)"]
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["b.mp4"]
+
+
+@pytest.mark.parametrize("flag, value, message", [("--crf", "99", "must be in 0..51"),
+                                                  ("--scale_factor", "0", "must be at least 1"),
+                                                  ("--batch_size", "0", "must be at least 1"),
+                                                  ("--temporal_smoothing", "1.0", "must be in [0, 1)")])
+def test_a_bad_flag_is_one_line_with_exit_status_2_before_any_image_is_enhanced(tmp_path, random_weights, flag,
+                                                                               value, message):
+    (tmp_path / "in").mkdir()
+    Image.fromarray(dark((16, 12))).save(tmp_path / "in" / "a.png")
+    result = run_cli("--weight_dir", random_weights, "--input_dir", tmp_path / "in", "--test_dir", tmp_path / "out",
+                     flag, value)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.splitlines()[-1].endswith(f"error: {flag} {value}: {message}")
+    assert not (tmp_path / "out").exists()
+
+
+def test_ctrl_c_is_one_line_with_exit_status_130_and_leaves_no_partial_file(tmp_path, random_weights, monkeypatch,
+                                                                           capsys):
+    (tmp_path / "in").mkdir()
+    Image.fromarray(dark((16, 12))).save(tmp_path / "in" / "a.png")
+
+    def pressed_ctrl_c(model):
+        def forward(x):
+            raise KeyboardInterrupt
+        return forward
+
+    monkeypatch.setattr(inference, "forward_for", pressed_ctrl_c)
+    assert enhance_script.main(["--weight_dir", str(random_weights), "--input_dir", str(tmp_path / "in"),
+                                "--test_dir", str(tmp_path / "out")]) == 130
+    assert capsys.readouterr().err.splitlines()[-1] == (f"interrupted: the outputs written so far in {tmp_path / 'out'}"
+                                                        " are whole; the ones in progress were not written")
+    assert not (tmp_path / "out").exists() or list((tmp_path / "out").iterdir()) == []
+
+
 def test_videos_in_the_folder_are_enhanced_beside_the_images_and_a_fake_one_is_named(tmp_path, random_weights):
     (tmp_path / "in" / "clips").mkdir(parents=True)
     Image.fromarray(dark((32, 24))).save(tmp_path / "in" / "a.png")
@@ -228,6 +388,22 @@ def test_videos_in_the_folder_are_enhanced_beside_the_images_and_a_fake_one_is_n
     with av.open(str(tmp_path / "out" / "clips" / "night.mp4")) as clip:
         assert clip.streams.video[0].frames == 6 and len(clip.streams.audio) == 1
     assert not (tmp_path / "out" / "clips" / "fake.mp4").exists()
+
+
+def test_a_later_run_removes_the_temporaries_a_killed_run_left_beside_its_outputs_and_nothing_else(
+        tmp_path, random_weights):
+    (tmp_path / "in").mkdir()
+    Image.fromarray(dark((16, 12))).save(tmp_path / "in" / "a.png")
+    (tmp_path / "out").mkdir()
+    hex32 = "0123456789abcdef" * 2
+    left = [f".a.png.{hex32}.tmp"]
+    kept = [f".b.png.{hex32}.tmp", f".a.png.{hex32[:31]}.tmp", f".a.png.{hex32.upper()}.tmp", f"a.png.{hex32}.tmp",
+            f".a.png.{hex32}.tmp.bak", "notes.txt"]
+    for name in left + kept:
+        (tmp_path / "out" / name).write_bytes(b"half an image")
+    assert enhance_script.main(["--weight_dir", str(random_weights), "--input_dir", str(tmp_path / "in"),
+                                "--test_dir", str(tmp_path / "out")]) == 0
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(kept + ["a.png"])
 
 
 def test_outputs_get_the_usual_file_permissions(tmp_path):

@@ -63,6 +63,14 @@ def test_colour_constancy_of_a_grey_image_is_zero_in_code_form_and_three_eps_in_
     assert loss.colour_constancy(grey, "paper").item() == pytest.approx(3 * loss.CHARBONNIER_EPS, rel=1e-4)
 
 
+@pytest.mark.parametrize("level", [0.0, 1.0])
+def test_code_form_colour_term_of_a_black_or_white_image_is_zero_with_a_finite_gradient(level):
+    image = torch.full((2, 3, 8, 8), level, requires_grad=True)
+    value = loss.colour_constancy(image, "code")
+    value.backward()
+    assert value.item() == 0.0 and torch.equal(image.grad, torch.zeros_like(image))
+
+
 def test_colour_constancy_matches_its_formula_for_a_tinted_image():
     image = torch.stack([torch.full((8, 8), v) for v in (0.5, 0.3, 0.2)])[None]
     d_rg, d_rb, d_gb = 0.2 ** 2, 0.3 ** 2, 0.1 ** 2

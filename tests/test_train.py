@@ -9,6 +9,7 @@ import urllib.error
 
 import pytest
 import torch
+from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 import segmentation
@@ -69,24 +70,68 @@ def test_stopping_after_epoch_1_and_resuming_gives_the_straight_run_weights(stra
         assert all(torch.equal(a[k], b[k]) for k in ("exp_avg", "exp_avg_sq"))
 
 
-def test_ctrl_c_mid_epoch_saves_a_checkpoint_that_resumes_exactly(straight, tmp_path, monkeypatch):
+def stop_with_ctrl_c_at_step(monkeypatch, folder, step: int, *flags) -> dict:
+    """Run with Ctrl-C pressed during `step` (1-based), as train.py is stopped by hand; returns last.pth."""
     calls = []
     forward = SGZLoss.forward
 
-    def interrupt_on_third_step(self, *a):
+    def interrupting(self, *a):
         calls.append(1)
-        if len(calls) == 3:
+        if len(calls) == step:
             signal.raise_signal(signal.SIGINT)
         return forward(self, *a)
 
-    monkeypatch.setattr(SGZLoss, "forward", interrupt_on_third_step)
+    monkeypatch.setattr(SGZLoss, "forward", interrupting)
     with pytest.raises(KeyboardInterrupt):
-        run(tmp_path, "--num_epochs", "2")
+        run(folder, "--num_epochs", "2", *flags)
     monkeypatch.undo()
-    stopped = load(tmp_path / "last.pth")
+    return load(folder / "last.pth")
+
+
+def test_ctrl_c_mid_epoch_saves_a_checkpoint_that_resumes_exactly(straight, tmp_path, monkeypatch):
+    stopped = stop_with_ctrl_c_at_step(monkeypatch, tmp_path, 3)
     assert (stopped["epoch"], stopped["batch"], stopped["step"]) == (1, 1, 3)
     run(tmp_path, "--num_epochs", "2", "--resume", str(tmp_path / "last.pth"))
     assert_same_weights(load(tmp_path / "Epoch1.pth"), load(straight[0] / "Epoch1.pth"))
+
+
+def test_resume_from_another_folder_restores_the_runs_settings_and_equals_the_straight_run(straight, tmp_path,
+                                                                                             monkeypatch):
+    (tmp_path / "start").mkdir()
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "start")  # relative paths, as a user types them
+    flags = argv("run", "--sem_weight", "0", "--num_epochs", "1")
+    flags[1] = os.path.relpath(SAMPLES, tmp_path / "start")
+    train.main(flags)
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    train.main(["--resume", "../start/run/last.pth", "--num_epochs", "2"])  # every other setting from the run
+    assert sorted(p.name for p in (tmp_path / "elsewhere").iterdir()) == []
+    assert_same_weights(load(tmp_path / "start" / "run" / "Epoch1.pth"), load(straight[0] / "Epoch1.pth"))
+    assert json.loads((tmp_path / "start" / "run" / "args.json").read_text())["lowlight_images_path"] == str(SAMPLES)
+
+
+def test_a_flag_given_again_on_resume_wins_over_the_saved_one(straight, monkeypatch):
+    args = train.parse_args(["--resume", str(straight[0] / "last.pth"), "--lr", "5e-4"])
+    assert (args.lr, args.image_size, args.num_epochs, args.sem_weight) == (5e-4, 32, 2, 0)
+    run_ = train.build(args, 0, 1, torch.device("cpu"))
+    train.resume(run_, args.resume)
+    assert [group["lr"] for group in run_.optimizer.param_groups] == [5e-4]
+
+
+@pytest.mark.parametrize("change, refused", [(["--train_batch_size", "1"], "--train_batch_size 1"),
+                                             (["--image_size", "16"], "--image_size 16"),
+                                             (["--seed", "1"], "--seed 1"), ([], "processes (torchrun) 2")])
+def test_resuming_mid_epoch_with_another_epoch_shape_is_refused_on_one_line(tmp_path, monkeypatch, capsys, change,
+                                                                            refused):
+    stop_with_ctrl_c_at_step(monkeypatch, tmp_path, 1)
+    capsys.readouterr()
+    if not change:
+        monkeypatch.setenv("WORLD_SIZE", "2")  # as torchrun --nproc_per_node=2 sets it
+    with pytest.raises(SystemExit) as e:
+        train.main(["--resume", str(tmp_path / "last.pth"), *change])
+    assert e.value.code == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert f": error: {refused}: " in last and "stopped in mid-epoch with " in last, last
 
 
 def test_checkpoints_are_whole_files_in_the_authors_format_beside_the_resolved_args(straight):
@@ -130,6 +175,14 @@ def test_dry_run_takes_one_step_and_writes_nothing(tmp_path, capsys):
     assert "dry run: one step on 2 images of 32x32" in capsys.readouterr().out
 
 
+def test_a_killed_runs_half_written_checkpoint_is_removed_by_the_next_run(tmp_path):
+    tmp_path.mkdir(exist_ok=True)
+    (tmp_path / f".last.pth.{'ab' * 16}.tmp").write_bytes(b"half a checkpoint")
+    (tmp_path / f".Epoch0.pth.{'cd' * 16}.tmp").write_bytes(b"half the weights")
+    run(tmp_path, "--num_epochs", "1")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["Epoch0.pth", "args.json", "last.pth", "tensorboard"]
+
+
 def test_tensorboard_gets_every_loss_term_lr_grad_norm_and_images(tmp_path):
     args = train.build_parser().parse_args(argv(tmp_path, "--num_epochs", "1", "--display_iter", "1",
                                                 "--seg_weights", "none"))
@@ -141,24 +194,58 @@ def test_tensorboard_gets_every_loss_term_lr_grad_norm_and_images(tmp_path):
     assert len(events.Scalars("loss/total")) == 2
 
 
-def test_a_nan_loss_stops_with_one_line_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch, capsys):
+def all_finite(state: dict) -> bool:
+    return train.first_non_finite(state) is None and all(torch.isfinite(t).all() for t in state["model"].values())
+
+
+def test_an_all_black_training_image_keeps_every_checkpoint_finite(tmp_path):
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "photo.png").write_bytes((SAMPLES / "coffee.png").read_bytes())
+    Image.new("RGB", (64, 64)).save(tmp_path / "data" / "black.png")  # enhanced = input there, whatever x_r is
+    run(tmp_path / "run", "--lowlight_images_path", str(tmp_path / "data"), "--image_size", "64",
+        "--num_epochs", "3")
+    assert all_finite(load(tmp_path / "run" / "last.pth"))
+    for epoch in range(3):
+        assert all(torch.isfinite(t).all() for t in load(tmp_path / "run" / f"Epoch{epoch}.pth").values())
+
+
+# At the third step the loss turns NaN, or stays finite with a NaN gradient (sqrt at 0: value 0, gradient NaN).
+BREAKS = {"loss became nan": lambda total, enhanced: total * float("nan"),
+          "gradient norm became nan": lambda total, enhanced: total + (0 * enhanced.sum()).sqrt()}
+
+
+@pytest.mark.parametrize("message", BREAKS)
+def test_a_nan_loss_or_gradient_stops_with_one_line_and_keeps_the_last_good_checkpoint(
+        tmp_path, monkeypatch, capsys, message):
     forward = SGZLoss.forward
 
-    def nan_after_first_epoch(self, *a):
-        terms = forward(self, *a)
-        if self.calls > 2:
-            terms["total"] = terms["total"] * float("nan")
+    def break_third_step(self, low, enhanced, x_r):
+        terms = forward(self, low, enhanced, x_r)
         self.calls += 1
+        if self.calls == 3:
+            terms["total"] = BREAKS[message](terms["total"], enhanced)
         return terms
 
-    monkeypatch.setattr(SGZLoss, "calls", 1, raising=False)
-    monkeypatch.setattr(SGZLoss, "forward", nan_after_first_epoch)
+    monkeypatch.setattr(SGZLoss, "calls", 0, raising=False)
+    monkeypatch.setattr(SGZLoss, "forward", break_third_step)
     with pytest.raises(SystemExit) as e:
         train.main(argv(tmp_path, "--sem_weight", "0", "--num_epochs", "3"))
     assert e.value.code == 1
     err = error_lines(capsys.readouterr().err)
-    assert len(err) == 1 and "nan" in err[0] and "epoch 2, step 3" in err[0] and "last.pth" in err[0]
-    assert load(tmp_path / "last.pth")["step"] == 2
+    assert len(err) == 1 and f"{message} at epoch 2, step 3" in err[0] and "last.pth" in err[0]
+    kept = load(tmp_path / "last.pth")
+    assert kept["step"] == 2 and all_finite(kept)
+    assert sorted(p.name for p in tmp_path.glob("*.pth")) == ["Epoch0.pth", "last.pth"]
+
+
+def test_weights_holding_nan_are_never_saved(tmp_path):
+    run_ = train.build(train.build_parser().parse_args(argv(tmp_path, "--sem_weight", "0")), 0, 1,
+                       torch.device("cpu"))
+    with torch.no_grad():
+        run_.model.e_conv7.point_conv.bias[1] = float("inf")
+    with pytest.raises(train.TrainingDiverged, match="e_conv7.point_conv.bias holds NaN or Inf at epoch 1, step 0"):
+        train.save(run_, 0)
+    assert not tmp_path.exists() or list(tmp_path.iterdir()) == []
 
 
 def test_user_errors_are_one_line_without_a_traceback(tmp_path, monkeypatch, capsys):
@@ -181,6 +268,23 @@ def test_user_errors_are_one_line_without_a_traceback(tmp_path, monkeypatch, cap
         train.main(argv(tmp_path / "out"))
     err = error_lines(capsys.readouterr().err)
     assert len(err) == 1 and "--seg_weights PATH" in err[0] and "--seg_weights none" in err[0]
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--snapshot_iter", "0"], "--snapshot_iter 0: must be at least 1"),
+    (["--display_iter", "0"], "--display_iter 0: must be at least 1"),
+    (["--train_batch_size", "0"], "--train_batch_size 0: must be at least 1"),
+    (["--image_size", "12"], "--image_size 12: must be at least 16 (the code-form exposure loss averages 16x16"),
+    (["--device", "nonsense"], "--device nonsense: not a device (cpu, cuda, cuda:1, ...)"),
+    (["--device", f"cuda:{torch.cuda.device_count()}"], "no such CUDA device here; use --device cpu"),
+])
+def test_a_bad_flag_is_one_line_with_exit_status_2_before_any_work(tmp_path, capsys, flags, message):
+    with pytest.raises(SystemExit) as e:
+        train.main(argv(tmp_path / "out", "--sem_weight", "0", *flags))
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and message in err.strip().splitlines()[-1]
+    assert not (tmp_path / "out").exists()
 
 
 def test_resuming_from_bare_weights_or_a_missing_file_is_one_line(tmp_path, capsys):

@@ -1,5 +1,7 @@
 """video.py: streaming video enhancement keeps frames, timing and audio, survives bad input, and smooths on request."""
 import re
+import shutil
+import subprocess
 from pathlib import Path
 
 import av
@@ -9,7 +11,7 @@ import torch
 from PIL import Image
 
 import bench_video
-from clips import FPS, brightness_flicker, flicker_frames, moving_frames, write_clip
+from clips import FPS, brightness_flicker, decoded, flicker_frames, moving_frames, write_clip
 from conftest import SHARED, requires_shared
 from model import EnhanceNet, init_weights, load_enhance_net, recurrent_enhance
 from files import to_uint8
@@ -131,7 +133,8 @@ def test_options_out_of_range_are_refused(tmp_path, model, option):
         enhance(model, src, **option)
 
 
-@pytest.mark.parametrize("name, options", [("cut.mp4", {"movflags": "faststart"}), ("cut.mkv", None)])
+@pytest.mark.parametrize("name, options", [("cut.mp4", {"movflags": "faststart"}), ("cut.mkv", None),
+                                           ("cut.avi", None)])
 def test_truncated_file_keeps_decoded_frames_in_a_playable_output(tmp_path, model, name, options):
     src = write_clip(tmp_path / name, moving_frames(96, 64, 2 * N), options=options)
     data = src.read_bytes()
@@ -143,6 +146,89 @@ def test_truncated_file_keeps_decoded_frames_in_a_playable_output(tmp_path, mode
     times = probe(report.output)["times"]  # each frame at its input time; a B-frame cut off leaves a gap
     assert len(times) == report.frames and times == sorted(times)
     assert max(abs(t * FPS - round(t * FPS)) for t in times) < 1e-3 * FPS
+
+
+requires_ffmpeg = pytest.mark.skipif(shutil.which("ffmpeg") is None,
+                                     reason="needs the ffmpeg command-line tool to make the clip")
+
+
+def ffmpeg(*args) -> None:
+    subprocess.run(["ffmpeg", "-loglevel", "error", "-y", *map(str, args)], check=True, timeout=120)
+
+
+def assert_whole(report, src: Path) -> None:
+    """No verdict of damage, every frame the input decodes to, at the input's times, and its audio."""
+    before, after = probe(src), probe(report.output)
+    assert report.error is None and report.frames == len(before["times"]) == len(after["times"])
+    assert after["times"] == pytest.approx(before["times"], abs=1e-3)
+    assert [(codec, data) for codec, data, _ in after["audio"]] == [(codec, data) for codec, data, _ in before["audio"]]
+    assert [t for _, _, t in after["audio"]] == pytest.approx([t for _, _, t in before["audio"]], abs=1e-3)
+
+
+@requires_ffmpeg
+def test_a_clip_cut_without_re_encoding_is_whole_though_its_edit_list_hides_frames(tmp_path, model):
+    write_clip(tmp_path / "in.mp4", moving_frames(64, 48, 3 * FPS), audio="aac")
+    ffmpeg("-ss", 1.3, "-i", tmp_path / "in.mp4", "-c", "copy", tmp_path / "cut.mp4")
+    with av.open(str(tmp_path / "cut.mp4")) as cut:
+        assert cut.streams.video[0].frames > len(list(cut.decode(video=0)))  # pre-roll packets the edit list hides
+    assert_whole(enhance(model, tmp_path / "cut.mp4"), tmp_path / "cut.mp4")
+
+
+@requires_ffmpeg
+def test_an_avi_with_a_dropped_frame_is_whole_and_keeps_each_frame_at_its_time(tmp_path, model):
+    ffmpeg("-f", "lavfi", "-i", "testsrc=size=64x48:rate=25", "-f", "lavfi", "-i", "sine=sample_rate=48000",
+           "-t", 1, "-vf", r"select=not(eq(n\,5))", "-fps_mode", "passthrough", "-c:v", "mpeg4", "-c:a", "mp3",
+           tmp_path / "drop.avi")
+    with av.open(str(tmp_path / "drop.avi")) as clip:
+        assert clip.streams.video[0].frames > len(list(clip.decode(video=0)))  # its index counts the dropped one
+    assert_whole(enhance(model, tmp_path / "drop.avi"), tmp_path / "drop.avi")
+
+
+@requires_ffmpeg
+def test_an_audio_file_with_cover_art_is_whole(tmp_path, model):
+    Image.fromarray(np.asarray(next(moving_frames(64, 48, 1)))).save(tmp_path / "cover.png")
+    ffmpeg("-f", "lavfi", "-i", "sine=sample_rate=48000", "-i", tmp_path / "cover.png", "-t", 2, "-map", 0,
+           "-map", 1, "-c:a", "aac", "-c:v", "png", "-disposition:v", "attached_pic", tmp_path / "song.mp4")
+    report = enhance(model, tmp_path / "song.mp4")
+    with av.open(str(tmp_path / "song.mp4")) as song:
+        audio = [bytes(packet) for packet in song.demux(audio=0) if packet.size]
+    assert report.frames == 1 and report.error is None and len(audio) > 80
+    assert [data for _, data, _ in probe(report.output)["audio"]] == audio
+
+
+@requires_ffmpeg
+def test_a_picture_size_change_mid_stream_is_scaled_to_the_first_size_with_a_note(tmp_path, model):
+    parts = [write_clip(tmp_path / f"{i}.ts", moving_frames(w, h, 6, seed=i)) for i, (w, h) in enumerate([(64, 48),
+                                                                                                      (96, 64)])]
+    (tmp_path / "cat.ts").write_bytes(b"".join(part.read_bytes() for part in parts))  # cat a.ts b.ts > cat.ts
+    ffmpeg("-i", tmp_path / "cat.ts", "-c", "copy", tmp_path / "cat.mkv")
+    report = enhance(model, tmp_path / "cat.mkv", crf=0)
+    assert report.frames == 12 and report.error is None
+    assert report.notes == ["the picture changes to 96x64 at 0.20 s, scaled to 64x48"]
+    assert report.summary().endswith("x real time; the picture changes to 96x64 at 0.20 s, scaled to 64x48")
+    after = probe(report.output)
+    assert after["size"] == (64, 48) and len(after["times"]) == 12
+    second = np.stack([np.asarray(Image.fromarray(f).resize((64, 48), Image.BILINEAR)) for f in decoded(parts[1])])
+    expected = FrameEnhancer(model, torch.device("cpu"))(second).astype(np.float32)
+    assert np.abs(after["rgb"][6:].astype(np.float32) - expected).mean() < 3  # the second part, scaled
+
+
+def test_of_two_video_streams_the_first_is_enhanced_and_a_note_says_the_other_was_left_out(tmp_path, model):
+    with av.open(str(tmp_path / "two.mkv"), "w") as out:
+        streams = [out.add_stream("libx264", rate=FPS) for _ in range(2)]
+        for stream, (w, h) in zip(streams, [(64, 48), (32, 24)]):
+            stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
+        for i, pair in enumerate(zip(moving_frames(64, 48, 4), moving_frames(32, 24, 4))):
+            for stream, rgb in zip(streams, pair):
+                frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+                frame.pts = i
+                out.mux(stream.encode(frame))
+        for stream in streams:
+            out.mux(stream.encode())
+    report = enhance(model, tmp_path / "two.mkv")
+    assert report.frames == 4 and report.notes == ["1 more video stream left out (only the first is enhanced)"]
+    with av.open(str(report.output)) as written:
+        assert [(s.width, s.height) for s in written.streams.video] == [(64, 48)]
 
 
 def test_damaged_packet_stops_there_with_a_playable_output(tmp_path, model):
