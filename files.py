@@ -85,18 +85,39 @@ def open_image(path: Path, draft: tuple[int, int] | None = None) -> Image.Image:
     return Image.fromarray(np.clip(np.nan_to_num(np.asarray(img, dtype=np.float32) / scale), 0.0, 1.0))
 
 
-def rgb_array(img: Image.Image) -> np.ndarray:
-    """An HxWx3 float32 RGB array in [0, 1]: gray (8-bit, or mode F from `open_image`), alpha and palette made RGB."""
+def pixels(img: Image.Image) -> np.ndarray:
+    """HxWx3 RGB at the image's own depth: uint8 for 8-bit images, float32 in [0, 1] for deeper ones (mode F from
+    `open_image`); gray, alpha and palette made RGB."""
     if img.mode == "F":
         return np.repeat(np.clip(np.asarray(img, dtype=np.float32), 0.0, 1.0)[..., None], 3, axis=2)
     if img.mode == "P":
         img = img.convert("RGBA")
-    return np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0
+    return np.asarray(img if img.mode == "RGB" else img.convert("RGB"))
+
+
+def rgb_array(img: Image.Image) -> np.ndarray:
+    """An HxWx3 float32 RGB array in [0, 1] (see `pixels`): 8-bit values v as v / 255."""
+    rgb = pixels(img)
+    return rgb if rgb.dtype == np.float32 else rgb.astype(np.float32) / 255.0
 
 
 def read_image(path: Path) -> np.ndarray:
     """The image in `path` as HxWx3 float32 RGB in [0, 1] (see `open_image` and `rgb_array`)."""
     return rgb_array(open_image(path))
+
+
+def read_pixels(path: Path) -> np.ndarray:
+    """The image in `path` at its own depth (see `open_image` and `pixels`): what test.py enhances."""
+    return pixels(open_image(path))
+
+
+def header_pixels(path: Path) -> int:
+    """Width x height from the file's header, without decoding it; 0 when it has none that PIL reads."""
+    try:
+        with Image.open(path) as img:
+            return img.width * img.height
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+        return 0
 
 
 def to_uint8(image: torch.Tensor | np.ndarray) -> torch.Tensor | np.ndarray:

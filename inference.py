@@ -60,14 +60,17 @@ def enhance(net: EnhanceNet, x: torch.Tensor, x_r_low: torch.Tensor | None = Non
 
 
 def low_resolution_factor(net: EnhanceNet, x: torch.Tensor, c_kernel: bool = True) -> torch.Tensor:
-    """`net.low_resolution_factor(x)` for inference: in C on a CPU where it can run, else in PyTorch."""
+    """`net.low_resolution_factor(x)` for inference, for a float Nx3xHxW x or an N x H x W x 3 uint8 one: in C on a
+    CPU where it can run, else in PyTorch."""
     if type(net) is not EnhanceNet:
         raise TypeError(f"inference runs model.EnhanceNet, not {type(net).__name__}: call the network itself")
+    planes = x.permute(0, 3, 1, 2) if x.dtype == torch.uint8 else x
     parameters = list(net.parameters())
-    kernel = kernel_for(x, *parameters) if c_kernel and net.conv_type == "dsc" else None
+    on_cpu = x.device.type == "cpu" and (x.dtype in (torch.uint8, torch.float32))
+    kernel = kernel_for(*parameters) if c_kernel and on_cpu and net.conv_type == "dsc" else None
     if kernel is None:
-        return net.low_resolution_factor(x)
-    return c_efe(kernel, parameters, x, net.crop_size(x), net.downscale_size(x), torch.get_num_threads())
+        return net.low_resolution_factor(planes.float().div_(255) if x.dtype == torch.uint8 else x)
+    return c_efe(kernel, parameters, x, net.crop_size(planes), net.downscale_size(planes), torch.get_num_threads())
 
 
 def enhance_uint8(net: EnhanceNet, rgb: torch.Tensor, x_r_low: torch.Tensor | None = None,
@@ -79,17 +82,12 @@ def enhance_uint8(net: EnhanceNet, rgb: torch.Tensor, x_r_low: torch.Tensor | No
     rgb = rgb.contiguous()
     if rgb.dtype != torch.uint8 or rgb.dim() != 4 or rgb.shape[-1] != 3:
         raise ValueError(f"enhance_uint8 takes N x H x W x 3 uint8, not {rgb.dtype} {tuple(rgb.shape)}")
-    parameters = list(net.parameters())
-    runs_in_c = c_kernel and rgb.device.type == "cpu" and type(net) is EnhanceNet and net.conv_type == "dsc"
-    kernel = kernel_for(*parameters) if runs_in_c else None
+    x_r_low = low_resolution_factor(net, rgb, c_kernel) if x_r_low is None else x_r_low
+    kernel = kernel_for(x_r_low) if c_kernel and rgb.device.type == "cpu" else None
     if kernel is None:
         x = rgb.permute(0, 3, 1, 2).float().div_(255)
         return to_uint8(enhance(net, x, x_r_low, c_kernel)[0]).permute(0, 2, 3, 1).contiguous()
-    threads = torch.get_num_threads()
-    crop = net.crop_size(rgb.permute(0, 3, 1, 2))
-    if x_r_low is None:
-        x_r_low = c_efe(kernel, parameters, rgb, crop, net.downscale_size(rgb.permute(0, 3, 1, 2)), threads)
-    return c_enhance_uint8(kernel, rgb, x_r_low, crop, threads)
+    return c_enhance_uint8(kernel, rgb, x_r_low, net.crop_size(rgb.permute(0, 3, 1, 2)), torch.get_num_threads())
 
 
 def banded_enhance(net: EnhanceNet, x: torch.Tensor, x_r_low: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

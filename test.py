@@ -12,18 +12,13 @@ import argparse
 import math
 import sys
 import time
-from collections import deque
-from collections.abc import Callable
-from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from pathlib import Path
 
-import numpy as np
 import torch
-from tqdm import tqdm
 
 import inference
-from files import (IMAGE_EXTENSIONS, BadInputError, find_inputs, read_image, remove_temporaries, to_uint8,
-                   write_image)
+from files import IMAGE_EXTENSIONS, BadInputError, find_inputs, remove_temporaries
+from images import enhance_images, uint8_enhancer
 from model import load_enhance_net
 from video import VIDEO_EXTENSIONS, VideoError, enhance_video, planned_output
 
@@ -59,101 +54,6 @@ def plan_outputs(inputs: list[Path], input_path: Path, test_dir: Path, output_fo
     return plan
 
 
-def load_for_model(path: Path) -> np.ndarray:
-    """A 3xHxW contiguous float32 array, made in a worker thread so the model never waits on decoding."""
-    return np.ascontiguousarray(read_image(path).transpose(2, 0, 1))
-
-
-def save_output(image: torch.Tensor, path: Path) -> None:
-    write_image(to_uint8(image).permute(1, 2, 0).numpy(), path)
-
-
-class InlineExecutor(Executor):
-    """Runs each call at once in the calling thread: `--num_workers 0`."""
-
-    def submit(self, fn, /, *args) -> Future:
-        future = Future()
-        try:
-            future.set_result(fn(*args))
-        except Exception as e:
-            future.set_exception(e)
-        return future
-
-
-def worker_pool(num_workers: int) -> Executor:
-    return ThreadPoolExecutor(num_workers) if num_workers > 0 else InlineExecutor()
-
-
-def prefetch(pool: Executor, fn, items: list, depth: int):
-    """Yield (item, future of fn(item)) in order, with at most `depth` calls submitted ahead."""
-    pending = deque()
-    for item in items:
-        pending.append((item, pool.submit(fn, item)))
-        if len(pending) > depth:
-            yield pending.popleft()
-    yield from pending
-
-
-def same_size_batches(loaded, batch_size: int, skipped: list[str]):
-    """Group consecutive decodable images of one size into batches of at most `batch_size`."""
-    batch = []
-    for src, future in loaded:
-        try:
-            image = future.result()
-        except BadInputError as e:
-            skipped.append(str(e))
-            tqdm.write(f"skipped {e}", file=sys.stderr)
-            continue
-        if batch and (len(batch) == batch_size or batch[0][1].shape != image.shape):
-            yield batch
-            batch = []
-        batch.append((src, image))
-    if batch:
-        yield batch
-
-
-def enhance_images(model: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]], plan: dict[Path, Path],
-                   device: torch.device, batch_size: int, num_workers: int) -> tuple[int, list[str], float]:
-    """Enhance each image in `plan`: decoding and encoding run in `num_workers` threads beside the model.
-
-    Returns (images done, one line per skipped file, seconds spent in the model).
-    """
-    done, skipped, model_seconds = 0, [], 0.0
-    depth = 2 * batch_size + num_workers
-    with worker_pool(num_workers) as readers, worker_pool(num_workers) as writers, \
-            tqdm(total=len(plan), desc="images", unit="img", disable=not plan) as bar:
-        writes = deque()
-        loaded = prefetch(readers, load_for_model, list(plan), depth)
-        for batch in same_size_batches(loaded, batch_size, skipped):
-            x = torch.from_numpy(np.stack([image for _, image in batch]))
-            if device.type == "cuda":
-                x = x.pin_memory()
-            start = time.perf_counter()
-            enhanced, _ = model(x.to(device, non_blocking=True))
-            enhanced = enhanced.to("cpu")
-            model_seconds += time.perf_counter() - start
-            for (src, _), image in zip(batch, enhanced):
-                writes.append((plan[src], writers.submit(save_output, image, plan[src])))
-            while len(writes) > depth:
-                done += finish_write(*writes.popleft(), skipped)
-            bar.update(len(batch))
-        while writes:
-            done += finish_write(*writes.popleft(), skipped)
-        bar.update(len(plan) - bar.n)
-    return done, skipped, model_seconds
-
-
-def finish_write(dst: Path, future, skipped: list[str]) -> int:
-    """1 once the output is written; 0, with a line naming it, when writing failed (the run goes on)."""
-    try:
-        future.result()
-        return 1
-    except OSError as e:
-        skipped.append(f"{dst}: cannot write ({e.strerror or e})")
-        tqdm.write(f"skipped {skipped[-1]}", file=sys.stderr)
-        return 0
-
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--input_dir", type=Path, default=Path("data/test_data"),
@@ -175,8 +75,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="threads that decode inputs and encode outputs beside the model; 0 does it all in "
                              "one thread (default: 2)")
     parser.add_argument("--compile", action="store_true",
-                        help="torch.compile the network: faster per image, but compiling takes minutes on a cold "
-                             "cache, so it pays only on long runs (default: off)")
+                        help="torch.compile the network's plain path, for GPUs and long runs of one image size; on a "
+                             "CPU the default C path is faster, and compiling takes minutes for every new image "
+                             "size (default: off)")
     parser.add_argument("--crf", type=int, default=18,
                         help="video quality, libx264's constant rate factor: 0 lossless, 51 worst (default: 18)")
     parser.add_argument("--temporal_smoothing", type=float, default=0.0, metavar="ALPHA",
@@ -219,24 +120,44 @@ def run(args: argparse.Namespace) -> int:
     plan = {src: dst for src, dst in everything.items() if src.suffix.lower() in IMAGE_EXTENSIONS}
     video_plan = {src: dst for src, dst in everything.items() if src not in plan}
     remove_temporaries(everything.values())
-    forward = torch.compile(model) if args.compile else inference.forward_for(model)
+    if args.compile and device.type == "cpu":
+        print("warning: --compile on a CPU is slower than the default C path, and compiles for minutes for every "
+              "new image size", file=sys.stderr)
+    if device.type == "cpu":
+        inference.library()  # built (about 2 s, once per machine) before the clock starts: not model time
+    enhance = uint8_enhancer(model, device, torch.compile(model) if args.compile else None)
     inference.keep_freed_memory()
     start = time.perf_counter()
     with torch.inference_mode():
-        done, skipped, model_seconds = enhance_images(forward, plan, device, args.batch_size, args.num_workers)
+        done, skipped, model_seconds = enhance_images(enhance, plan, args.batch_size, args.num_workers)
     wall = time.perf_counter() - start
-    if plan or not video_plan:
-        ms_per_image = 1000 / max(done, 1)
-        print(f"{done} images enhanced into {args.test_dir}, {len(skipped)} skipped; model "
-              f"{model_seconds * ms_per_image:.1f} ms/image, wall {wall * ms_per_image:.1f} ms/image on {device}")
-    problems = unlisted + skipped + enhance_videos(model, video_plan, device, args)
-    return 1 if problems else 0
+    video_problems, videos = enhance_videos(model, video_plan, device, args)
+    not_written = len(unlisted) + len(skipped) + len(video_plan) - videos
+    print(summary(done, videos, not_written, args.test_dir, model_seconds, wall, device))
+    return 1 if unlisted + skipped + video_problems else 0
+
+
+def plural(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
+def summary(images: int, videos: int, skipped: int, test_dir: Path, model_seconds: float, wall: float,
+            device: torch.device) -> str:
+    """The run's last line: what was written where, what was skipped, and per image the network's time and the
+    wall time of the image part of the run."""
+    line = f"{plural(images, 'image')}" + (f" and {plural(videos, 'video')}" if videos else "")
+    line += f" enhanced into {test_dir}, {skipped} skipped"
+    if images:
+        line += (f"; images: model {1000 * model_seconds / images:.1f} ms/image, wall {1000 * wall / images:.1f} "
+                 f"ms/image on {device}")
+    return line
 
 
 def enhance_videos(model: torch.nn.Module, plan: dict[Path, Path], device: torch.device,
-                   args: argparse.Namespace) -> list[str]:
-    """Enhance each video in `plan` (video.py); returns one line per video skipped or only partly enhanced."""
-    problems = []
+                   args: argparse.Namespace) -> tuple[list[str], int]:
+    """Enhance each video in `plan` (video.py); returns one line per video skipped or only partly enhanced, and
+    how many were written."""
+    problems, written = [], 0
     threads = torch.get_num_threads()
     if device.type == "cpu":  # leave two cores to the decoder and encoder threads: faster on 2 cores (README: Video)
         torch.set_num_threads(max(1, threads - 2))
@@ -250,11 +171,12 @@ def enhance_videos(model: torch.nn.Module, plan: dict[Path, Path], device: torch
                 print(f"skipped {e}", file=sys.stderr)
                 continue
             print(report.summary())
+            written += 1
             if report.error:
                 problems.append(report.error)
     finally:
         torch.set_num_threads(threads)
-    return problems
+    return problems, written
 
 
 def main(argv: list[str] | None = None) -> int:

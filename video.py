@@ -28,7 +28,8 @@ import torch
 from tqdm import tqdm
 
 import inference
-from files import atomic_path, to_uint8
+from files import atomic_path
+from images import uint8_enhancer
 from model import EnhanceNet
 
 VIDEO_EXTENSIONS = frozenset({".mp4", ".mov", ".mkv", ".avi", ".webm"})
@@ -80,27 +81,26 @@ class FrameEnhancer:
         if not 0.0 <= temporal_smoothing < 1.0:
             raise ValueError(f"temporal_smoothing must be in [0, 1), not {temporal_smoothing}")
         self.model, self.device, self.alpha = model, torch.device(device), temporal_smoothing
-        self.forward = inference.forward_for(model)
+        self.enhance = uint8_enhancer(model, self.device)
         self.x_r_low = None
 
     @torch.inference_mode()
     def __call__(self, frames: np.ndarray) -> np.ndarray:
-        """NxHxWx3 uint8 RGB -> NxHxWx3 uint8 RGB, enhanced."""
-        x = torch.from_numpy(frames).to(self.device).permute(0, 3, 1, 2).contiguous().float().div_(255)
+        """NxHxWx3 uint8 RGB -> NxHxWx3 uint8 RGB, enhanced: from and to the decoder's and encoder's uint8 on a CPU
+        (images.uint8_enhancer)."""
+        rgb = torch.from_numpy(frames)
         if self.alpha == 0:
-            y = self.forward(x)[0]
-        else:
-            y = torch.cat([self._smoothed(frame[None]) for frame in x])
-        return to_uint8(y).permute(0, 2, 3, 1).cpu().numpy()
+            return self.enhance(rgb).numpy()
+        return torch.cat([self._smoothed(frame[None].to(self.device)) for frame in rgb]).cpu().numpy()
 
-    def _smoothed(self, x: torch.Tensor) -> torch.Tensor:
+    def _smoothed(self, rgb: torch.Tensor) -> torch.Tensor:
         """The EMA runs on the EFE's low-resolution factor: bilinear upsampling is linear, so this equals the EMA
-        of the full-resolution x_r, at a fraction of the memory, and inference.enhance does the rest."""
-        x_r_low = inference.low_resolution_factor(self.model, x)
+        of the full-resolution x_r, at a fraction of the memory, and inference.enhance_uint8 does the rest."""
+        x_r_low = inference.low_resolution_factor(self.model, rgb)
         if self.x_r_low is not None:
             x_r_low.mul_(1 - self.alpha).add_(self.x_r_low, alpha=self.alpha)
         self.x_r_low = x_r_low
-        return inference.enhance(self.model, x, x_r_low)[0]
+        return inference.enhance_uint8(self.model, rgb, x_r_low)
 
 
 class FrameTimes:

@@ -15,7 +15,8 @@ import inference
 import test as enhance_script
 from clips import moving_frames, write_clip
 from conftest import ROOT, SHARED, requires_shared
-from files import BadInputError, to_uint8, write_image
+from files import BadInputError, read_image, to_uint8, write_image
+from images import enhance_images, uint8_enhancer
 from model import EnhanceNet, init_weights, load_enhance_net
 
 OFFICIAL = SHARED / "weights" / "sgz_official_epoch99.pth"
@@ -132,7 +133,7 @@ def test_messy_folder_enhances_every_decodable_image_and_names_each_bad_file_onc
 
 def test_sixteen_bit_gray_keeps_its_full_range(tmp_path):
     Image.fromarray(np.full((4, 5), 32768, np.uint16)).save(tmp_path / "half.png")
-    image = enhance_script.read_image(tmp_path / "half.png")
+    image = read_image(tmp_path / "half.png")
     assert image.shape == (4, 5, 3)
     np.testing.assert_allclose(image, 32768 / 65535, rtol=1e-6)
 
@@ -140,7 +141,7 @@ def test_sixteen_bit_gray_keeps_its_full_range(tmp_path):
 def test_float_gray_reads_as_its_values_clipped_to_unit_range(tmp_path):
     Image.fromarray(np.array([[0.0, 0.25, 0.5, 1.0], [1.7, -0.2, np.nan, 0.01]], np.float32)).save(tmp_path / "f.tif")
     assert Image.open(tmp_path / "f.tif").mode == "F"
-    image = enhance_script.read_image(tmp_path / "f.tif")
+    image = read_image(tmp_path / "f.tif")
     assert np.array_equal(image[..., 0], image[..., 2])
     np.testing.assert_allclose(image[..., 0], [[0.0, 0.25, 0.5, 1.0], [1.0, 0.0, 0.0, 0.01]], rtol=1e-6)
 
@@ -150,19 +151,19 @@ def test_32_bit_integer_gray_is_scaled_by_its_declared_range_or_refused_on_one_l
     declared = TiffImagePlugin.ImageFileDirectory_v2()
     declared[281] = 255  # MaxSampleValue
     Image.fromarray(values).save(tmp_path / "declared.tif", tiffinfo=declared)
-    np.testing.assert_allclose(enhance_script.read_image(tmp_path / "declared.tif")[..., 1], [[0, 0.2, 1, 1]])
+    np.testing.assert_allclose(read_image(tmp_path / "declared.tif")[..., 1], [[0, 0.2, 1, 1]])
     Image.fromarray(values).save(tmp_path / "bare.tif")
     assert Image.open(tmp_path / "bare.tif").mode == "I"
     with pytest.raises(BadInputError) as e:
-        enhance_script.read_image(tmp_path / "bare.tif")
+        read_image(tmp_path / "bare.tif")
     assert str(e.value).startswith(f"{tmp_path / 'bare.tif'}: 32-bit integer samples with no declared range")
 
 
 def test_an_input_removed_during_the_run_is_named_and_the_run_goes_on(tmp_path, random_weights):
     Image.fromarray(dark((16, 12))).save(tmp_path / "here.png")
     plan = {tmp_path / name: tmp_path / "out" / name for name in ("gone.png", "here.png")}
-    forward = inference.forward_for(load_enhance_net(random_weights))
-    done, skipped, _ = enhance_script.enhance_images(forward, plan, torch.device("cpu"), 2, 1)
+    enhance = uint8_enhancer(load_enhance_net(random_weights), torch.device("cpu"))
+    done, skipped, _ = enhance_images(enhance, plan, 2, 1)
     assert done == 1 and skipped == [f"{tmp_path / 'gone.png'}: no longer there (removed during the run)"]
     assert [p.name for p in (tmp_path / "out").iterdir()] == ["here.png"]
 
@@ -178,7 +179,8 @@ def test_a_folder_that_cannot_be_listed_is_named_and_the_rest_is_enhanced(tmp_pa
     captured = capsys.readouterr()
     assert [line for line in captured.err.splitlines() if line.startswith("skipped")] == [
         f"skipped {tmp_path / 'in' / 'locked'}: cannot list this folder (Permission denied)"]
-    assert "1 images enhanced" in captured.out and [p.name for p in (tmp_path / "out").iterdir()] == ["a.png"]
+    assert captured.out.splitlines()[-1].startswith(f"1 image enhanced into {tmp_path / 'out'}, 1 skipped")
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["a.png"]
     unlistable.add(str(tmp_path / "in"))
     assert enhance_script.main(["--weight_dir", str(random_weights), "--input_dir", str(tmp_path / "in"),
                                 "--test_dir", str(tmp_path / "out2")]) == 2
@@ -292,7 +294,7 @@ def test_batching_and_worker_threads_give_each_image_its_own_output(tmp_path, ra
                                 "--num_workers", str(num_workers)]) == 0
     net = load_enhance_net(random_weights)
     for i in range(8):
-        x = torch.from_numpy(enhance_script.load_for_model(tmp_path / "in" / f"{i}.png"))[None]
+        x = torch.from_numpy(read_image(tmp_path / "in" / f"{i}.png")).permute(2, 0, 1)[None]
         with torch.inference_mode():
             expected = to_uint8(net(x)[0][0]).permute(1, 2, 0).numpy().astype(np.int16)
         assert np.abs(np.asarray(Image.open(out / f"{i}.png"), dtype=np.int16) - expected).max() <= 1, i
@@ -362,12 +364,10 @@ def test_ctrl_c_is_one_line_with_exit_status_130_and_leaves_no_partial_file(tmp_
     (tmp_path / "in").mkdir()
     Image.fromarray(dark((16, 12))).save(tmp_path / "in" / "a.png")
 
-    def pressed_ctrl_c(model):
-        def forward(x):
-            raise KeyboardInterrupt
-        return forward
+    def pressed_ctrl_c(*args):
+        raise KeyboardInterrupt
 
-    monkeypatch.setattr(inference, "forward_for", pressed_ctrl_c)
+    monkeypatch.setattr(inference, "enhance_uint8", pressed_ctrl_c)
     assert enhance_script.main(["--weight_dir", str(random_weights), "--input_dir", str(tmp_path / "in"),
                                 "--test_dir", str(tmp_path / "out")]) == 130
     assert capsys.readouterr().err.splitlines()[-1] == (f"interrupted: the outputs written so far in {tmp_path / 'out'}"
@@ -384,7 +384,9 @@ def test_videos_in_the_folder_are_enhanced_beside_the_images_and_a_fake_one_is_n
     assert result.returncode == 1 and "Traceback" not in result.stderr
     named = [line for line in result.stderr.splitlines() if "fake.mp4" in line]
     assert len(named) == 1 and named[0].startswith("skipped ")
-    assert "6 frames" in result.stdout and "1 images enhanced" in result.stdout
+    assert "6 frames" in result.stdout
+    assert result.stdout.splitlines()[-1].startswith(f"1 image and 1 video enhanced into {tmp_path / 'out'}, "
+                                                      "1 skipped; images: model ")
     with av.open(str(tmp_path / "out" / "clips" / "night.mp4")) as clip:
         assert clip.streams.video[0].frames == 6 and len(clip.streams.audio) == 1
     assert not (tmp_path / "out" / "clips" / "fake.mp4").exists()
