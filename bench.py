@@ -1,7 +1,9 @@
 """Inference speed: the authors' op-by-op math beside this repo's default path and onnxruntime, in one table.
 
     python bench.py                                    # full table: 4 sizes on CPU (and CUDA when present)
-    python bench.py --sizes 64x48 --repeats 3 --folder_images 4 --folder_size 64x48   # a quick check
+    python bench.py --sizes 64x48 --repeats 3          # a quick check
+
+test.py end to end on a folder, and its memory on a huge photo: bench_folder.py.
 
 Each row is the median of --repeats timed runs after --warmup untimed ones, on the same input. The onnxruntime rows
 run export.py's graph (deploy.py) on --threads threads; without onnxruntime or onnxscript one line says they are
@@ -9,24 +11,16 @@ skipped.
 """
 import argparse
 import ctypes
-import os
-import shutil
-import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 
 import deploy
 import inference
 from metrics import interleaved_median_seconds, median_seconds
 from model import NUM_ITERATIONS, EnhanceNet, init_weights, load_enhance_net
-
-ROOT = Path(__file__).resolve().parent
 
 
 def reference_forward(net: EnhanceNet, x: torch.Tensor) -> torch.Tensor:
@@ -130,41 +124,6 @@ def model_rows(net: EnhanceNet, size: tuple[int, int], device: torch.device, arg
     return rows
 
 
-def folder_rows(weights: Path, args) -> list[list[str]]:
-    """test.py end to end on generated dark JPEGs: one image at a time in one thread, then its defaults."""
-    width, height = parse_size(args.folder_size)
-    rows = []
-    with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(tmp) / "in"
-        folder.mkdir()
-        rng = np.random.default_rng(0)
-        base = rng.integers(0, 50, (height // 8 + 1, width // 8 + 1, 3), dtype=np.uint8)
-        for i in range(args.folder_images):
-            image = Image.fromarray(np.roll(base, i, axis=1)).resize((width, height), Image.Resampling.BILINEAR)
-            image.save(folder / f"{i:04d}.jpg", quality=90)
-        short = Path(tmp) / "short"  # the first quarter again: start-up cancels in the slope between the two runs
-        short.mkdir()
-        for path in sorted(folder.glob("*.jpg"))[:max(1, args.folder_images // 4)]:
-            shutil.copy(path, short)
-        extra_images = args.folder_images - len(list(short.iterdir()))
-        for label, extra in [("test.py --batch_size 1 --num_workers 0", ["--batch_size", "1", "--num_workers", "0"]),
-                             ("test.py (defaults)", [])]:
-            seconds = [run_test_script(weights, source, Path(tmp) / "out", extra) for source in (short, folder)]
-            per_image = (seconds[1] - seconds[0]) / max(extra_images, 1)
-            rows.append([f"{args.folder_images} x {width}x{height} JPEG", "cpu", label + ", start-up excluded",
-                         f"{per_image * 1e3:.2f}", f"{1 / per_image:.1f}", "", "", ""])
-    return rows
-
-
-def run_test_script(weights: Path, input_dir: Path, test_dir: Path, extra: list[str]) -> float:
-    """Wall seconds of `python test.py` on `input_dir`, in a fresh process as a user runs it."""
-    start = time.perf_counter()
-    subprocess.run([sys.executable, str(ROOT / "test.py"), "--weight_dir", str(weights), "--input_dir",
-                    str(input_dir), "--test_dir", str(test_dir), "--device", "cpu", *extra],
-                   check=True, capture_output=True, env=dict(os.environ, OMP_NUM_THREADS=str(torch.get_num_threads())))
-    return time.perf_counter() - start
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", default="640x360,1200x900,1920x1080,3840x2160",
@@ -178,9 +137,6 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--cuda_batch", type=int, default=64, help="batch of the CUDA fp16 row (default: 64)")
     parser.add_argument("--compile", action="store_true",
                         help="add a torch.compile row (compiles for minutes on a cold cache; default: off)")
-    parser.add_argument("--folder_images", type=int, default=100,
-                        help="generated JPEGs for the test.py folder rows; 0 skips them (default: 100)")
-    parser.add_argument("--folder_size", default="1200x900", help="their WxH (default: 1200x900)")
     args = parser.parse_args(argv)
     threads = torch.get_num_threads()
     torch.set_num_threads(args.threads)
@@ -195,12 +151,10 @@ def main(argv: list[str] | None = None) -> None:
 def run(args: argparse.Namespace) -> None:
     torch.manual_seed(0)
     if args.weight_dir.is_file():
-        net, weights = load_enhance_net(args.weight_dir), args.weight_dir
+        net = load_enhance_net(args.weight_dir)
     else:
         net = EnhanceNet().eval()
         init_weights(net)
-        weights = Path(tempfile.mkdtemp()) / "random.pth"
-        torch.save(net.state_dict(), weights)
     devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
     session = onnxruntime_session(net, args.threads)
     rows = []
@@ -211,8 +165,6 @@ def run(args: argparse.Namespace) -> None:
                 rows += model_rows(net, parse_size(size), device, args, session)
                 if device.type == "cuda":
                     rows.append(bandwidth_floor_row(parse_size(size), device))
-    if args.folder_images:
-        rows += folder_rows(weights, args)
     header = ["size", "device", "path", "ms/image", "images/s", "speedup", "max diff", "peak MB"]
     cpu = f"{torch.get_num_threads()} threads" + (f", {torch.cuda.get_device_name()}" if len(devices) > 1 else "")
     print(f"\ntorch {torch.__version__}, {cpu}")

@@ -19,6 +19,7 @@ DEEP_MODES = SIXTEEN_BIT_MODES | {"I", "F"}  # one channel beyond 8 bits: 16-bit
 # TIFF tags that say what a sample's range is: SMaxSampleValue, MaxSampleValue, BitsPerSample
 TIFF_S_MAX_SAMPLE, TIFF_MAX_SAMPLE, TIFF_BITS_PER_SAMPLE = 341, 281, 258
 SAVE_OPTIONS = {"JPEG": {"quality": 95}, "WEBP": {"quality": 95}}
+BAND_BYTES = 2**22  # `pixels` converts images larger than this a band of rows at a time
 TEMPORARY = re.compile(r"\.(.+)\.[0-9a-f]{32}\.tmp")  # atomic_path's temporary for NAME: .NAME.<uuid4 hex>.tmp
 
 
@@ -68,8 +69,8 @@ def open_image(path: Path, draft: tuple[int, int] | None = None) -> Image.Image:
             if draft:
                 img.draft("RGB", draft)
             scale = full_scale(img) if img.mode in DEEP_MODES else 1.0
-            img = ImageOps.exif_transpose(img)  # a copy: the TIFF tags are read before
             img.load()
+            ImageOps.exif_transpose(img, in_place=True)  # in place: a copy would double a huge photo's memory
     except FileNotFoundError:
         raise BadInputError(f"{path}: no longer there (removed during the run)") from None
     except Image.DecompressionBombError as e:
@@ -92,7 +93,16 @@ def pixels(img: Image.Image) -> np.ndarray:
         return np.repeat(np.clip(np.asarray(img, dtype=np.float32), 0.0, 1.0)[..., None], 3, axis=2)
     if img.mode == "P":
         img = img.convert("RGBA")
-    return np.asarray(img if img.mode == "RGB" else img.convert("RGB"))
+    img = img if img.mode == "RGB" else img.convert("RGB")
+    rows = max(1, BAND_BYTES // (3 * img.width))
+    if img.height <= rows:
+        return np.asarray(img)
+    # np.asarray(img) goes through img.tobytes(), which holds the whole image twice more while it joins its chunks:
+    # a band at a time, a huge photo costs PIL's copy and this array only.
+    rgb = np.empty((img.height, img.width, 3), np.uint8)
+    for top in range(0, img.height, rows):
+        rgb[top:top + rows] = np.asarray(img.crop((0, top, img.width, min(top + rows, img.height))))
+    return rgb
 
 
 def rgb_array(img: Image.Image) -> np.ndarray:

@@ -69,20 +69,21 @@ def prefetch(pool: Executor, paths: list[Path], depth: int) -> Iterator[tuple[Pa
     for path in paths:
         cost = header_pixels(path)
         while pending and (len(pending) >= depth or ahead + cost > PIXELS_IN_FLIGHT):
-            done, future, done_cost = pending.popleft()
-            ahead -= done_cost
-            yield done, future
+            ahead -= pending[0][2]
+            yield pending.popleft()[:2]  # no local keeps the future, or its image, alive after the caller is done
         pending.append((path, pool.submit(read_pixels, path), cost))
         ahead += cost
-    yield from ((path, future) for path, future, _ in pending)
+    while pending:
+        yield pending.popleft()[:2]
 
 
 def same_size_batches(loaded, batch_size: int, skipped: list[str]):
-    """Group consecutive decodable images of one size and depth into batches of at most `batch_size`."""
+    """Group consecutive decodable images of one size and depth into batches of at most `batch_size`. The caller
+    clears each batch once it is done with it, which frees its images (this generator keeps no other reference)."""
     batch = []
     for src, future in loaded:
         try:
-            image = future.result()
+            image, future = future.result(), None
         except BadInputError as e:
             skipped.append(str(e))
             tqdm.write(f"skipped {e}", file=sys.stderr)
@@ -115,7 +116,7 @@ def enhance_images(enhance: Enhancer, plan: dict[Path, Path], batch_size: int,
         writes, behind = deque(), 0
         for batch in same_size_batches(prefetch(readers, list(plan), depth), batch_size, skipped):
             sources, x = [src for src, _ in batch], stacked([image for _, image in batch])
-            del batch  # a decoded image is freed once stacked (a lone one lives on in x until enhanced)
+            batch.clear()  # a decoded image is freed once stacked (a lone one lives on in x until enhanced)
             start = time.perf_counter()
             enhanced = enhance(x)
             model_seconds += time.perf_counter() - start

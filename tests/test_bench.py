@@ -1,17 +1,19 @@
-"""bench.py runs in a CI-sized form and reports the default path beside the reference."""
+"""bench.py and bench_folder.py run in a CI-sized form: the default path beside the reference, test.py beside
+the codec floor."""
 import sys
 
 import pytest
 import torch
 
 import bench
+import bench_folder
 from model import EnhanceNet, recurrent_enhance
 
 
 def bench_rows(capsys, *args: str) -> tuple[list[list[str]], str]:
     """The table's rows, split into cells, and what was printed before the table, of a small bench.py run."""
-    bench.main(["--sizes", "48x36,30x20", "--threads", "1", "--warmup", "1", "--repeats", "2", "--folder_size",
-                "40x30", "--weight_dir", "absent.pth", *args])
+    bench.main(["--sizes", "48x36,30x20", "--threads", "1", "--warmup", "1", "--repeats", "2",
+                "--weight_dir", "absent.pth", *args])
     out = capsys.readouterr().out
     table = [line for line in out.splitlines() if line.startswith("| ")]
     return [[cell.strip() for cell in line.strip("|").split("|")] for line in table[1:]], out.split("\ntorch ")[0]
@@ -20,21 +22,32 @@ def bench_rows(capsys, *args: str) -> tuple[list[list[str]], str]:
 def test_bench_prints_reference_default_and_onnxruntime_rows_that_agree(capsys):
     pytest.importorskip("onnxruntime")
     pytest.importorskip("onnxscript")
-    rows, _ = bench_rows(capsys, "--folder_images", "3")
+    rows, _ = bench_rows(capsys)
     paths = ["reference (authors' math)", "default (inference.enhance)", "default without a C compiler", "onnxruntime"]
-    folder_rows = ["test.py --batch_size 1 --num_workers 0, start-up excluded", "test.py (defaults), start-up excluded"]
-    assert [row[2] for row in rows] == paths * 2 + folder_rows
-    for row in rows[:8]:
+    assert [row[2] for row in rows] == paths * 2
+    for row in rows:
         assert float(row[3]) > 0 and float(row[6].removesuffix("/255")) <= 1.0
-    assert rows[8][0] == "3 x 40x30 JPEG" and all(float(row[3]) == float(row[3]) for row in rows[8:])
 
 
 def test_bench_without_onnxruntime_skips_its_rows_with_one_line(capsys, monkeypatch):
     monkeypatch.setitem(sys.modules, "onnxruntime", None)
-    rows, before_table = bench_rows(capsys, "--folder_images", "0")
+    rows, before_table = bench_rows(capsys)
     assert [row[2] for row in rows] == ["reference (authors' math)", "default (inference.enhance)",
                                         "default without a C compiler"] * 2
     assert len(before_table.splitlines()) == 1 and "pip install onnxruntime" in before_table
+
+
+def test_bench_folder_prints_test_py_beside_the_codec_floor_and_memory_beside_the_image(capsys):
+    bench_folder.main(["--images", "4", "--size", "40x30", "--huge", "256", "--threads", "1",
+                       "--weight_dir", "absent.pth"])
+    table = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ")][2:]
+    rows = [[cell.strip() for cell in line.strip("|").split("|")] for line in table]
+    assert [row[:2] for row in rows] == [["4 x 40x30 JPEG", "test.py --batch_size 1 --num_workers 0"],
+                                         ["4 x 40x30 JPEG", "test.py (defaults)"],
+                                         ["1 x 256x256 PNG", "test.py (defaults), peak RSS above a 64x64 run"]]
+    assert all(float(row[3].split()[0]) > 0 for row in rows[:2])  # the codec floor, per image
+    assert all(row[4].endswith("x") and float(row[2].split()[0]) == float(row[2].split()[0]) for row in rows)
+    assert rows[2][3] == "0 MiB (the image, 8-bit RGB)"  # 256 x 256 x 3 bytes, rounded
 
 
 def test_reference_path_is_eq1_on_the_upsampled_factor():

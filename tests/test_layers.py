@@ -8,7 +8,7 @@ import pytest
 
 from conftest import ROOT
 
-SCRIPTS = {"test", "train", "evaluate", "bench", "bench_video", "export"}
+SCRIPTS = {"test", "train", "evaluate", "bench", "bench_folder", "bench_video", "export"}
 SCRIPT_FILES = [ROOT / f"{name}.py" for name in sorted(SCRIPTS)] + [ROOT / "Samples" / "make_figure.py",
                                                                      ROOT / "data" / "make_samples.py"]
 LIBRARY_FILES = [path for path in sorted(ROOT.glob("*.py")) if path.stem not in SCRIPTS]
