@@ -4,7 +4,7 @@
     python bench_folder.py --images 8 --size 64x48 --huge 512    # a quick check
 
 Speed: `python test.py` in a fresh process, as a user runs it, on a short and a long folder of the same generated
-dark JPEGs; the slope between the two is its cost per image with start-up excluded. Beside it, the floor measured
+dark JPEGs; the slope between the two is its cost per image with start-up excluded (median of --repeats, in turns). Beside it, the floor measured
 in the same run: decoding each JPEG and encoding the result as test.py does (PIL, quality 95) on one thread, with
 no enhancement.
 Memory: test.py's peak RSS on one --huge x --huge PNG above its peak on a 64x64 one, beside the image's size as
@@ -81,15 +81,18 @@ def speed_rows(weights: Path, work: Path, args) -> list[list[str]]:
     for path in paths[:max(1, args.images // 4)]:
         shutil.copy(path, short)
     extra_images = args.images - len(list(short.iterdir()))
-    rows = []
-    for label, extra in [("test.py --batch_size 1 --num_workers 0", ["--batch_size", "1", "--num_workers", "0"]),
-                         ("test.py (defaults)", [])]:
-        seconds = [run_test_script(weights, source, work / "out", extra, args.threads) for source in (short, work / "in")]
-        floor = codec_seconds(paths)  # timed between the runs, so both see the machine as it is then
-        per_image = (seconds[1] - seconds[0]) / max(extra_images, 1)
-        rows.append([f"{args.images} x {args.size} JPEG", label, f"{per_image * 1e3:.2f} ms/image",
-                     f"{floor * 1e3:.2f} ms/image", f"{per_image / floor:.2f}x"])
-    return rows
+    runs = {"test.py --batch_size 1 --num_workers 0": ["--batch_size", "1", "--num_workers", "0"],
+            "test.py (defaults)": []}
+    slopes, floors = {label: [] for label in runs}, []
+    for _ in range(args.repeats):  # every run in turns, so that the machine's slow spells fall on all of them
+        for label, extra in runs.items():
+            seconds = [run_test_script(weights, source, work / "out", extra, args.threads)
+                       for source in (short, work / "in")]
+            slopes[label].append((seconds[1] - seconds[0]) / max(extra_images, 1))
+            floors.append(codec_seconds(paths))
+    floor = statistics.median(floors)
+    return [[f"{args.images} x {args.size} JPEG", label, f"{statistics.median(s) * 1e3:.2f} ms/image",
+             f"{floor * 1e3:.2f} ms/image", f"{statistics.median(s) / floor:.2f}x"] for label, s in slopes.items()]
 
 
 def memory_row(weights: Path, work: Path, args) -> list[str]:
@@ -117,6 +120,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--huge", type=int, default=8000, help="side of the PNG for the memory row; 0 skips it "
                         "(default: 8000)")
     parser.add_argument("--threads", type=int, default=2, help="OMP_NUM_THREADS for test.py (default: 2)")
+    parser.add_argument("--repeats", type=int, default=3, help="runs of each, in turns; medians shown (default: 3)")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)

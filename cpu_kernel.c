@@ -145,16 +145,6 @@ INLINE void channel_to_float(const unsigned char *restrict rgb, int c, int width
         out[x] = rgb[3 * x + c] / 255.0f;
 }
 
-/* One row of floats into channel c of interleaved 8-bit RGB, rounded half up and clamped as files.to_uint8 does:
-   for 0 <= v * 255 < 256, round-half-away-from-zero of the product is floor(v * 255 + 0.5) with no fused rounding. */
-INLINE void float_to_channel(const float *restrict in, int c, int width, unsigned char *restrict rgb)
-{
-    for (int x = 0; x < width; x++) {
-        float v = roundf(in[x] * 255.0f);
-        rgb[3 * x + c] = (unsigned char)(v > 0.0f ? (v < 255.0f ? v : 255.0f) : 0.0f); /* NaN gives 0 */
-    }
-}
-
 /* Bilinear resampling of one row: `above` and `below` are the two source rows, weighted 1 - lambda and lambda. */
 INLINE void resample_row(const float *restrict above, const float *restrict below, float lambda,
                          const int *restrict col_left, const int *restrict col_right, const float *restrict col_lambda,
@@ -247,11 +237,39 @@ INLINE void enhance_row(const float *restrict x, float *restrict out, float *res
     }
 }
 
+/* One row of interleaved 8-bit RGB: each value v / 255, its channel's x_r interpolated between two horizontally
+   upsampled rows of the EFE's output, RIE as enhance_row, then rounded as files.to_uint8 does: clamp(y * 255 + 0.5,
+   0, 255) truncated, the product rounded to float before the addition. The products are stored by their own loop,
+   so the compiler cannot fuse them with the addition into one rounding (a fused multiply-add moves some values by
+   one level); `scaled` (3 * width floats) holds them. NaN gives 0. The three channels of a pixel are done
+   together, so the row is read and written once. */
+INLINE void enhance_rgb_row(const unsigned char *restrict rgb, unsigned char *restrict out,
+                            const float *const top[3], const float *const bottom[3], float lambda, int width,
+                            float *restrict scaled)
+{
+    const float *restrict t0 = top[0], *restrict t1 = top[1], *restrict t2 = top[2];
+    const float *restrict b0 = bottom[0], *restrict b1 = bottom[1], *restrict b2 = bottom[2];
+    for (int i = 0; i < width; i++) {
+        float r[3] = {(1.0f - lambda) * t0[i] + lambda * b0[i], (1.0f - lambda) * t1[i] + lambda * b1[i],
+                      (1.0f - lambda) * t2[i] + lambda * b2[i]};
+        for (int c = 0; c < 3; c++) {
+            float keep = 1.0f - r[c], y = rgb[3 * i + c] / 255.0f;
+            for (int k = 0; k < NUM_ITERATIONS; k++)
+                y *= keep + r[c] * y;
+            scaled[3 * i + c] = y * 255.0f;
+        }
+    }
+    for (int i = 0; i < 3 * width; i++) {
+        float v = scaled[i] + 0.5f;
+        out[i] = (unsigned char)(int)(v > 0.0f ? (v < 255.0f ? v : 255.0f) : 0.0f);
+    }
+}
+
 /* RIE on a batch with x_r upsampled from the EFE's output `low`. First each row of `low` is upsampled
    horizontally into `wide` (batch x channels x low_height x width); then each output row interpolates two of
    those rows. row_* and col_* give each output row's and column's two source indices and the weight of the
    second. Float32 planes x -> out with x_r into `factor`; or, where `x_u8` is not NULL, interleaved 8-bit RGB
-   x_u8 -> out_u8 (N x H x W x 3, rounded as float_to_channel), with x_r not kept. Returns 0, or -1 when a
+   x_u8 -> out_u8 (N x H x W x 3, rounded as enhance_rgb_row), with x_r not kept. Returns 0, or -1 when a
    thread's row buffers could not be allocated. */
 MULTIVERSION
 int enhance(const float *x, float *out, float *factor, const unsigned char *x_u8, unsigned char *out_u8,
@@ -280,19 +298,18 @@ int enhance(const float *x, float *out, float *factor, const unsigned char *x_u8
                 continue;
             long n = row / height;
             int y = row % height;
+            const float *top[3], *bottom[3];
             for (int c = 0; c < channels; c++) {
-                const float *top = ROW(wide, n, c, row_top[y], channels, low_height, width);
-                const float *bottom = ROW(wide, n, c, row_bottom[y], channels, low_height, width);
-                if (x_u8) {
-                    long offset = row * width * 3;
-                    channel_to_float(x_u8 + offset, c, width, rows);
-                    enhance_row(rows, rows + width, rows + 2 * width, top, bottom, row_lambda[y], width);
-                    float_to_channel(rows + width, c, width, out_u8 + offset);
-                } else {
+                top[c] = ROW(wide, n, c, row_top[y], channels, low_height, width);
+                bottom[c] = ROW(wide, n, c, row_bottom[y], channels, low_height, width);
+                if (!x_u8)
                     enhance_row(ROW(x, n, c, y, channels, height, width), ROW(out, n, c, y, channels, height, width),
-                                ROW(factor, n, c, y, channels, height, width), top, bottom, row_lambda[y], width);
-                }
+                                ROW(factor, n, c, y, channels, height, width), top[c], bottom[c], row_lambda[y],
+                                width);
             }
+            if (x_u8)
+                enhance_rgb_row(x_u8 + row * width * 3, out_u8 + row * width * 3, top, bottom, row_lambda[y], width,
+                                rows);
         }
         FLUSH_SUBNORMALS_END
         free(rows);

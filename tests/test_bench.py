@@ -38,7 +38,7 @@ def test_bench_without_onnxruntime_skips_its_rows_with_one_line(capsys, monkeypa
 
 
 def test_bench_folder_prints_test_py_beside_the_codec_floor_and_memory_beside_the_image(capsys):
-    bench_folder.main(["--images", "4", "--size", "40x30", "--huge", "256", "--threads", "1",
+    bench_folder.main(["--images", "4", "--size", "40x30", "--huge", "256", "--threads", "1", "--repeats", "1",
                        "--weight_dir", "absent.pth"])
     table = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ")][2:]
     rows = [[cell.strip() for cell in line.strip("|").split("|")] for line in table]
