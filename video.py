@@ -167,12 +167,13 @@ def _get(q: queue.Queue, stop: threading.Event):
     return _END
 
 
-def _stop_on_error(stage, stop: threading.Event) -> None:
-    """Run a pipeline stage; if it fails, stop the other stages first, so none waits on a queue nobody serves."""
+def _stop_on_error(stage, p: "Pipeline") -> None:
+    """Run a pipeline stage on `p`; if it fails, stop the other stages first, so none waits on a queue nobody
+    serves."""
     try:
-        stage()
+        stage(p)
     except BaseException:
-        stop.set()
+        p.stop.set()
         raise
 
 
@@ -273,102 +274,132 @@ def enhance_video(model: EnhanceNet, src: Path, dst: Path, *, device: torch.devi
     return VideoReport(dst, frames, time.perf_counter() - start, duration, error, notes)
 
 
+@dataclass
+class Pipeline:
+    """What the three stages of one video share: its streams, the two bounded queues between the stages, the stop
+    signal, and what the stages learn on the way (frame timing, errors, notes, how far the frames reach)."""
+    container: av.container.InputContainer
+    output: av.container.OutputContainer
+    src: Path
+    batch_size: int
+    notes: list[str]
+    stop: threading.Event = field(default_factory=threading.Event)
+    errors: list[str] = field(default_factory=list)
+    cut_short: list[str] = field(default_factory=list)  # the demuxer read less than a packet's size
+    resized: set = field(default_factory=set)  # picture sizes met after the first; frames are scaled to the first
+    frames: int = 0  # frames enhanced
+    first: int | None = None  # the first frame's pts
+    end: int = 0  # where the last frame enhanced ends
+
+    def __post_init__(self):
+        self.in_video, self.in_audio = self.container.streams.video[0], self.container.streams.audio
+        self.out_video = self.output.streams.video[0]
+        self.out_audio = {stream.index: out for stream, out in zip(self.in_audio, self.output.streams.audio)}
+        self.decoded = queue.Queue(maxsize=QUEUE_BATCHES * self.batch_size)  # frames and audio packets
+        self.encoded = queue.Queue(maxsize=QUEUE_BATCHES)  # batches of enhanced frames and audio packets
+        frame_duration = max(1, round(1 / (self.out_video.codec_context.framerate * self.in_video.time_base)))
+        self.times = FrameTimes("avi" in self.container.format.name, frame_duration)
+        self.size = (self.out_video.width, self.out_video.height)
+
+
 def _run(container, output, enhance: FrameEnhancer, batch_size: int, progress: bool, src: Path, notes: list[str]):
-    """The three-stage pipeline; returns (frames, seconds of video, error line or None), adding to `notes`."""
-    in_video, in_audio, out_video = container.streams.video[0], container.streams.audio, output.streams.video[0]
-    out_audio = {stream.index: out for stream, out in zip(in_audio, output.streams.audio)}
-    stop = threading.Event()
-    decoded: queue.Queue = queue.Queue(maxsize=QUEUE_BATCHES * batch_size)
-    encoded: queue.Queue = queue.Queue(maxsize=QUEUE_BATCHES)
-    errors: list[str] = []
-    frame_duration = max(1, round(1 / (out_video.codec_context.framerate * in_video.time_base)))
-
-    times = FrameTimes("avi" in container.format.name, frame_duration)
-    cut_short: list[str] = []  # the demuxer read less than the packet's size: the file ends or is damaged there
-    size, resized = (out_video.width, out_video.height), set()  # a stream that changes size mid-way keeps its first
-
-    def decode() -> None:
-        try:
-            for packet in container.demux(in_video, *in_audio):
-                if packet.is_corrupt:
-                    cut_short.append(f"a {packet.stream.type} packet is cut short")
-                if packet.stream.type == "audio":
-                    if packet.dts is not None:
-                        _put(decoded, packet, stop)
-                    continue
-                times.packet(packet)
-                for frame in packet.decode():
-                    if (frame.width, frame.height) != size and (frame.width, frame.height) not in resized:
-                        resized.add((frame.width, frame.height))
-                        notes.append(f"the picture changes to {frame.width}x{frame.height} at "
-                                     f"{float(times.next * in_video.time_base):.2f} s, scaled to {size[0]}x{size[1]}")
-                    rgb = frame.to_ndarray(format="rgb24", width=size[0], height=size[1])
-                    _put(decoded, (rgb, *times.frame(frame)), stop)
-                if stop.is_set():
-                    return
-        except av.FFmpegError as e:
-            errors.append(f"{src}: damaged video data at {float(times.next * in_video.time_base):.2f} s, "
-                          f"enhanced up to there ({_one_line(e)})")
-        finally:
-            _put(decoded, _END, stop)
-
-    def encode() -> None:
-        while (item := _get(encoded, stop)) is not _END:
-            if isinstance(item, av.Packet):
-                item.stream = out_audio[item.stream_index]
-                output.mux(item)
-                continue
-            for rgb, pts, duration in item:
-                frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
-                frame.pts, frame.duration, frame.time_base = pts, duration, in_video.time_base
-                frame.colorspace = out_video.codec_context.colorspace
-                output.mux(out_video.encode(frame))
-        if not stop.is_set():
-            output.mux(out_video.encode(None))
-
-    frames, first, end = 0, None, 0  # frames enhanced, first pts, end of the last frame
-
-    def enhance_batches() -> None:
-        nonlocal frames, first, end
-        declared = _declared_duration(in_video)  # for the progress bar only: headers count hidden frames too
-        estimate = in_video.frames or (round(declared * out_video.codec_context.framerate) if declared else None)
-        with tqdm(total=estimate, unit="frame", desc=src.name, disable=not progress, leave=False) as bar:
-            batch: list = []
-            while True:
-                item = _get(decoded, stop)
-                if isinstance(item, av.Packet):
-                    _put(encoded, item, stop)
-                    continue
-                if item is not _END:
-                    batch.append(item)
-                if batch and (len(batch) == batch_size or item is _END):
-                    out = enhance(np.stack([rgb for rgb, _, _ in batch]))
-                    _put(encoded, [(rgb, pts, d) for rgb, (_, pts, d) in zip(out, batch)], stop)
-                    first = batch[0][1] if first is None else first  # decode() keeps pts increasing
-                    end = batch[-1][1] + batch[-1][2]
-                    frames += len(batch)
-                    bar.update(len(batch))
-                    batch = []
-                if item is _END:
-                    break
-        _put(encoded, _END, stop)
-
+    """The three stages, decode and encode in threads beside the network; returns (frames, seconds of video, error
+    line or None), adding to `notes`."""
+    p = Pipeline(container, output, src, batch_size, notes)
     with _ffmpeg_errors() as logs, ThreadPoolExecutor(2) as pool:
-        workers = [pool.submit(_stop_on_error, stage, stop) for stage in (decode, encode)]
-        _stop_on_error(enhance_batches, stop)
+        workers = [pool.submit(_stop_on_error, stage, p) for stage in (_decode, _encode)]
+        _stop_on_error(lambda p: _enhance_batches(p, enhance, progress), p)
         for worker in workers:
             worker.result()
-    # Completeness is what decodes: a demuxer that meets the end of the data early marks the packet it cut short,
-    # or says so ("partial file", "File ended prematurely"), and stops as at a normal end. Headers' frame counts and
-    # durations mislead: they include frames an edit list hides (a clip cut without re-encoding), a cover picture's
-    # stream spans the audio, an AVI counts its dropped frames.
-    cut = [text.strip() for level, name, text in logs if level <= av.logging.ERROR and name == container.format.name]
-    if times.slots is not None and times.next < in_video.frames:  # an AVI counts its slots, dropped frames' too
-        cut.append(f"{times.next} of its {in_video.frames} frame slots")
-    if (cut or cut_short) and not errors:
-        errors.append(f"{src}: the data stops at {float(end * in_video.time_base):.2f} s ({(cut + cut_short)[0]}), "
-                      "enhanced up to there (truncated or damaged)")
-    return frames, float((end - first) * in_video.time_base) if frames else 0.0, errors[0] if errors else None
+    error = p.errors[0] if p.errors else _truncation(p, logs)
+    return p.frames, float((p.end - p.first) * p.in_video.time_base) if p.frames else 0.0, error
+
+
+def _decode(p: Pipeline) -> None:
+    """Demux: audio packets and decoded RGB frames, with their timing, into p.decoded, in order."""
+    try:
+        for packet in p.container.demux(p.in_video, *p.in_audio):
+            if packet.is_corrupt:
+                p.cut_short.append(f"a {packet.stream.type} packet is cut short")
+            if packet.stream.type == "audio":
+                if packet.dts is not None:
+                    _put(p.decoded, packet, p.stop)
+                continue
+            p.times.packet(packet)
+            for frame in packet.decode():
+                if (frame.width, frame.height) != p.size and (frame.width, frame.height) not in p.resized:
+                    p.resized.add((frame.width, frame.height))
+                    p.notes.append(f"the picture changes to {frame.width}x{frame.height} at "
+                                   f"{float(p.times.next * p.in_video.time_base):.2f} s, scaled to "
+                                   f"{p.size[0]}x{p.size[1]}")
+                rgb = frame.to_ndarray(format="rgb24", width=p.size[0], height=p.size[1])
+                _put(p.decoded, (rgb, *p.times.frame(frame)), p.stop)
+            if p.stop.is_set():
+                return
+    except av.FFmpegError as e:
+        p.errors.append(f"{p.src}: damaged video data at {float(p.times.next * p.in_video.time_base):.2f} s, "
+                        f"enhanced up to there ({_one_line(e)})")
+    finally:
+        _put(p.decoded, _END, p.stop)
+
+
+def _enhance_batches(p: Pipeline, enhance: FrameEnhancer, progress: bool) -> None:
+    """p.decoded's frames through the network in batches of p.batch_size into p.encoded; audio passes through."""
+    declared = _declared_duration(p.in_video)  # for the progress bar only: headers count hidden frames too
+    estimate = p.in_video.frames or (round(declared * p.out_video.codec_context.framerate) if declared else None)
+    with tqdm(total=estimate, unit="frame", desc=p.src.name, disable=not progress, leave=False) as bar:
+        batch: list = []
+        while True:
+            item = _get(p.decoded, p.stop)
+            if isinstance(item, av.Packet):
+                _put(p.encoded, item, p.stop)
+                continue
+            if item is not _END:
+                batch.append(item)
+            if batch and (len(batch) == p.batch_size or item is _END):
+                out = enhance(np.stack([rgb for rgb, _, _ in batch]))
+                _put(p.encoded, [(rgb, pts, d) for rgb, (_, pts, d) in zip(out, batch)], p.stop)
+                p.first = batch[0][1] if p.first is None else p.first  # _decode keeps pts increasing
+                p.end = batch[-1][1] + batch[-1][2]
+                p.frames += len(batch)
+                bar.update(len(batch))
+                batch = []
+            if item is _END:
+                break
+    _put(p.encoded, _END, p.stop)
+
+
+def _encode(p: Pipeline) -> None:
+    """p.encoded's frames through libx264 and its audio packets, muxed in order into p.output."""
+    while (item := _get(p.encoded, p.stop)) is not _END:
+        if isinstance(item, av.Packet):
+            item.stream = p.out_audio[item.stream_index]
+            p.output.mux(item)
+            continue
+        for rgb, pts, duration in item:
+            frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+            frame.pts, frame.duration, frame.time_base = pts, duration, p.in_video.time_base
+            frame.colorspace = p.out_video.codec_context.colorspace
+            p.output.mux(p.out_video.encode(frame))
+    if not p.stop.is_set():
+        p.output.mux(p.out_video.encode(None))
+
+
+def _truncation(p: Pipeline, logs: list[tuple[int, str, str]]) -> str | None:
+    """The line saying where the input's data stops early, or None when it is whole.
+
+    Completeness is what decodes: a demuxer that meets the end of the data early marks the packet it cut short,
+    or says so ("partial file", "File ended prematurely"), and stops as at a normal end. Headers' frame counts and
+    durations mislead: they include frames an edit list hides (a clip cut without re-encoding), a cover picture's
+    stream spans the audio, an AVI counts its dropped frames.
+    """
+    cut = [text.strip() for level, name, text in logs if level <= av.logging.ERROR and name == p.container.format.name]
+    if p.times.slots is not None and p.times.next < p.in_video.frames:  # an AVI counts its slots, dropped ones too
+        cut.append(f"{p.times.next} of its {p.in_video.frames} frame slots")
+    if not (cut or p.cut_short):
+        return None
+    return (f"{p.src}: the data stops at {float(p.end * p.in_video.time_base):.2f} s ({(cut + p.cut_short)[0]}), "
+            "enhanced up to there (truncated or damaged)")
 
 
 def _rotation(src: Path) -> int:
