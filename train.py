@@ -49,7 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
     a("--grad_clip_norm", type=float, default=0.1, help="gradient-norm clip (default: 0.1, authors' code)")
     a("--num_epochs", type=int, default=100, help="epochs (default: 100, authors' code)")
     a("--train_batch_size", type=int, default=6, help="images per step and process (default: 6, authors' code)")
-    a("--num_workers", type=int, default=4, help="data-loading processes (default: 4, authors' code)")
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    a("--num_workers", type=int, default=min(4, cores), help="data-loading processes (default: 4 as the authors' "
+      f"code, or the cores this process may use where fewer: {min(4, cores)} here)")
     a("--display_iter", type=int, default=10, help="log the losses every N steps (default: 10, authors' code)")
     a("--snapshot_iter", type=int, default=10, help="checkpoint every N steps, and at each epoch's end "
       "(default: 10, authors' code)")
