@@ -219,12 +219,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help=f"methods to run (default: all: {' '.join(METHODS)}); Input is the unenhanced image")
     p.add_argument("--weights", type=Path, default=Path("snapshots/sgz_ours.pth"),
                    help="SGZ weights: ours, or the authors' Epoch99.pth (default: snapshots/sgz_ours.pth)")
-    p.add_argument("--zero_dce_pp_weights", type=Path, default=Path("snapshots/zero_dce_pp_epoch99.pth"),
-                   help="Zero-DCE++ released weights (default: snapshots/zero_dce_pp_epoch99.pth)")
-    p.add_argument("--zero_dce_weights", type=Path, default=Path("snapshots/zero_dce_epoch99.pth"),
-                   help="Zero-DCE released weights (default: snapshots/zero_dce_epoch99.pth)")
-    p.add_argument("--sci_weights", type=Path, default=Path("snapshots/sci_medium.pt"),
-                   help="SCI released weights, its medium.pt (default: snapshots/sci_medium.pt)")
+    p.add_argument("--zero_dce_pp_weights", type=Path, default=Path("weights/zero_dce_pp_epoch99.pth"),
+                   help="Zero-DCE++ released weights (default: weights/zero_dce_pp_epoch99.pth)")
+    p.add_argument("--zero_dce_weights", type=Path, default=Path("weights/zero_dce_epoch99.pth"),
+                   help="Zero-DCE released weights (default: weights/zero_dce_epoch99.pth)")
+    p.add_argument("--sci_weights", type=Path, default=Path("weights/sci_medium.pt"),
+                   help="SCI released weights, its medium.pt (default: weights/sci_medium.pt)")
     p.add_argument("--scale_factor", type=int, default=12,
                    help="EFE downscaling for SGZ and Zero-DCE++ (default: 12, the authors' test script)")
     p.add_argument("--out_dir", type=Path, default=Path("results/eval"), help="where tables go (default: results/eval)")

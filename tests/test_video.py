@@ -297,7 +297,8 @@ def test_report_summary_names_frames_fps_and_real_time_factor(tmp_path, model):
 
 def test_bench_video_runs_tiny(capsys):
     bench_video.main(["--sizes", "64x48", "--seconds", "0.2", "--repeats", "1", "--memory_seconds", "0.1",
-                      "--flicker_frames", "4", "--images", str(bench_video.LOL / "1.png")])
+                      "--flicker_frames", "4", "--images", str(SHARED / "data/test_data/LOL/low/1.png"),
+                      "--weights", str(SHARED / "weights/sgz_official_epoch99.pth")])
     out = capsys.readouterr().out
     row = next(line for line in out.splitlines() if line.startswith("| 64x48, 0.2 s | 6 |"))
     cells = [cell.strip() for cell in row.strip("|").split("|")]
