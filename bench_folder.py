@@ -4,8 +4,8 @@
     python bench_folder.py --images 8 --size 64x48 --huge 512    # a quick check
 
 Speed: `python test.py` in a fresh process, as a user runs it, on a short and a long folder of the same generated
-dark JPEGs; the slope between the two is its cost per image with start-up excluded (median of --repeats, in turns). Beside it, the floor measured
-in the same run: decoding each JPEG and encoding the result as test.py does (PIL, quality 95) on one thread, with
+dark JPEGs; the slope between the two is its cost per image with start-up excluded (median of --repeats, in
+turns). Beside it, the floor measured in the same run: decoding each JPEG and encoding the result as test.py does (PIL, quality 95) on one thread, with
 no enhancement.
 Memory: test.py's peak RSS on one --huge x --huge PNG above its peak on a 64x64 one, beside the image's size as
 8-bit RGB.
@@ -114,7 +114,8 @@ def memory_row(weights: Path, work: Path, args) -> list[str]:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--weight_dir", type=Path, default=ROOT / "snapshots/sgz_ours.pth",
-                        help="EFE weights; random N(0, 0.02) when the file is missing (default: snapshots/sgz_ours.pth)")
+                        help="EFE weights; random N(0, 0.02) when the file is missing "
+                             "(default: snapshots/sgz_ours.pth)")
     parser.add_argument("--images", type=int, default=100, help="generated JPEGs (default: 100)")
     parser.add_argument("--size", default="1200x900", help="their WxH (default: 1200x900)")
     parser.add_argument("--huge", type=int, default=8000, help="side of the PNG for the memory row; 0 skips it "

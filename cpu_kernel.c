@@ -9,8 +9,9 @@
               come from model.py at build time (inference.py passes them as -D flags).
 
    Tensors are float32, contiguous, N x C x H x W, or 8-bit interleaved RGB, N x H x W x 3, where the u8 pointers
-   are given (what decoders give and encoders take: no float copy of the image is made). Work is shared among `threads` OpenMP threads (one thread when
-   built without OpenMP); in a process that has loaded PyTorch they are PyTorch's own OpenMP threads. */
+   are given (what decoders give and encoders take: no float copy of the image is made). Work is shared among
+   `threads` OpenMP threads (one thread when built without OpenMP); in a process that has loaded PyTorch they are
+   PyTorch's own OpenMP threads. */
 #include <math.h>
 #include <stdlib.h>
 

@@ -1,7 +1,8 @@
 """Export SGZ's network to ONNX: one graph for any batch size, height and width, checked against PyTorch.
 
     python export.py --weight_dir snapshots/sgz_ours.pth --onnx sgz.onnx
-    python export.py --weight_dir Epoch99.pth --onnx sgz_official.onnx --check_images data/test_data/LOL/low
+    python export.py --weight_dir weights/sgz_official_epoch99.pth --onnx sgz_official.onnx \
+        --check_images data/test_data/LOL/low
 
 The graph takes "image", float32 Nx3xHxW in [0, 1], and returns "enhanced" and "x_r". It is EnhanceNet.forward
 traced with symbolic sizes (deploy.py), so it applies the size rule that test.py runs. Before the file is written,
@@ -74,7 +75,8 @@ def run(args: argparse.Namespace) -> None:
     try:
         net = load_enhance_net(args.weight_dir, args.scale_factor, args.conv_type)
     except FileNotFoundError as e:
-        raise SetupError(f"{e}: pass --weight_dir PATH (ours, or the authors' Epoch99.pth)") from None
+        raise SetupError(f"{e}: pass --weight_dir with ours (snapshots/sgz_ours.pth) or the authors' "
+                         "(README: Weights and data)") from None
     except ValueError as e:
         raise SetupError(str(e)) from None
     missing = deploy.missing_packages()

@@ -1,7 +1,7 @@
 """torch.hub entry points: the network test.py runs, in eval mode.
 
-    net = torch.hub.load("path/to/this/repo", "sgz", source="local")                         # our snapshot
-    net = torch.hub.load("path/to/this/repo", "sgz", source="local", weights="Epoch99.pth")  # the authors'
+    net = torch.hub.load(".", "sgz", source="local")                                           # our snapshot
+    net = torch.hub.load(".", "sgz", source="local", weights="weights/sgz_official_epoch99.pth")  # the authors'
     enhanced, x_r = net(x)   # x: Bx3xHxW in [0, 1]; inference.enhance(net, x) is the same, several times faster
 """
 from pathlib import Path

@@ -1,7 +1,7 @@
 """Enhance every image and video under --input_dir into --test_dir, keeping the folder structure.
 
     python test.py                                    # data/test_data/ -> data/test_output/, our snapshot
-    python test.py --weight_dir Epoch99.pth --input_dir data/test_data/LOL/low --test_dir out/LOL
+    python test.py --weight_dir weights/sgz_official_epoch99.pth --input_dir data/test_data/LOL/low --test_dir out/LOL
 
 Flag names are the authors' (their lowlight_test.py), so their commands keep working. Unlike their script,
 images of any size come back at their own size (theirs crop to a multiple of --scale_factor).
@@ -106,8 +106,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         model = load_enhance_net(args.weight_dir, args.scale_factor, args.conv_type, device)
     except FileNotFoundError as e:
-        raise SetupError(f"{e}: pass --weight_dir PATH (ours, or the authors' Epoch99.pth), "
-                         "or train one with `python train.py`") from None
+        raise SetupError(f"{e}: pass --weight_dir with ours (snapshots/sgz_ours.pth) or the authors' "
+                         "(README: Weights and data), or train one with `python train.py`") from None
     except ValueError as e:
         raise SetupError(str(e)) from None
     try:

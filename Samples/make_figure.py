@@ -1,7 +1,8 @@
 """Make the README's figures: each shipped low-light sample beside SGZ's output and its peers' outputs.
 
-    python Samples/make_figure.py --authors_weights Epoch99.pth --zero_dce_pp_weights zero_dce_pp_epoch99.pth \
-        --zero_dce_weights zero_dce_epoch99.pth --sci_weights sci_medium.pt      # the README's figures
+    python Samples/make_figure.py --authors_weights weights/sgz_official_epoch99.pth \
+        --zero_dce_pp_weights weights/zero_dce_pp_epoch99.pth --zero_dce_weights weights/zero_dce_epoch99.pth \
+        --sci_weights weights/sci_medium.pt                                      # the README's figures
     python Samples/make_figure.py --out_dir /tmp/figures                       # ours and the classical methods
 
 Writes one JPEG per input into --out_dir: a grid of tiles, each labelled with its method, each the same
