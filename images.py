@@ -29,16 +29,16 @@ PIXELS_IN_FLIGHT = 64 * 2**20
 Enhancer = Callable[[torch.Tensor], torch.Tensor]
 
 
-def uint8_enhancer(net: torch.nn.Module, device: torch.device, forward=None) -> Enhancer:
+def uint8_enhancer(net: torch.nn.Module, device: torch.device, forward=None, threads: int | None = None) -> Enhancer:
     """An N x H x W x 3 (uint8, or float32 in [0, 1]) -> N x H x W x 3 uint8 CPU tensor enhancer on `device`.
 
-    An EnhanceNet on uint8 runs inference.enhance_uint8; anything else, or a given `forward` (torch.compile's),
-    runs on floats and is rounded by files.to_uint8.
+    An EnhanceNet on uint8 runs inference.enhance_uint8 (its C kernel on `threads` threads, else torch's count);
+    anything else, or a given `forward` (torch.compile's), runs on floats and is rounded by files.to_uint8.
     """
     def run(batch: torch.Tensor) -> torch.Tensor:
         batch = batch.to(device, non_blocking=True)
         if forward is None and batch.dtype == torch.uint8 and type(net) is EnhanceNet:
-            return inference.enhance_uint8(net, batch).cpu()
+            return inference.enhance_uint8(net, batch, threads=threads).cpu()
         x = batch.permute(0, 3, 1, 2)
         x = x.float().div_(255) if x.dtype == torch.uint8 else x
         enhanced = (forward or inference.forward_for(net))(x)[0]
@@ -134,6 +134,49 @@ def enhance_images(enhance: Enhancer, plan: dict[Path, Path], batch_size: int,
             done += finish_write(dst, future, skipped)
         bar.update(len(plan) - bar.n)
     return done, skipped, model_seconds
+
+
+def enhance_each(enhance: Enhancer, plan: dict[Path, Path], num_workers: int) -> tuple[int, list[str], float]:
+    """`enhance_images` for a CPU: each of `num_workers` threads takes one image at a time through decoding, the
+    network (give it a one-thread `enhance`) and encoding, so the cores stay busy with no hand-offs and no
+    barriers between threads that wait on each other; an image is in memory only while its thread works on it.
+    Returns what `enhance_images` does."""
+    @torch.inference_mode()  # per thread: the caller's mode does not reach the workers
+    def process(src: Path) -> float:
+        x = stacked([read_pixels(src)])
+        start = time.perf_counter()
+        enhanced = enhance(x)[0].numpy()
+        seconds = time.perf_counter() - start
+        del x
+        write_image(enhanced, plan[src])
+        return seconds
+
+    skipped, model_seconds, pending = [], [], deque()
+
+    def collect(src: Path, future: Future) -> None:
+        try:
+            model_seconds.append(future.result())
+        except BadInputError as e:
+            skipped.append(str(e))
+            tqdm.write(f"skipped {e}", file=sys.stderr)
+        except OSError as e:
+            skipped.append(f"{plan[src]}: cannot write ({e.strerror or e})")
+            tqdm.write(f"skipped {skipped[-1]}", file=sys.stderr)
+        bar.update()
+
+    with worker_pool(num_workers) as pool, tqdm(total=len(plan), desc="images", unit="img", disable=not plan) as bar:
+        try:
+            for src in plan:
+                pending.append((src, pool.submit(process, src)))
+                if len(pending) > 2 * max(1, num_workers):
+                    collect(*pending.popleft())
+            while pending:
+                collect(*pending.popleft())
+        except BaseException:
+            for _, future in pending:  # what has not started never will; what runs finishes whole
+                future.cancel()
+            raise
+    return len(model_seconds), skipped, sum(model_seconds)
 
 
 def finish_write(dst: Path, future: Future, skipped: list[str]) -> int:

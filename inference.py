@@ -59,9 +59,10 @@ def enhance(net: EnhanceNet, x: torch.Tensor, x_r_low: torch.Tensor | None = Non
     return banded_enhance(net, x, x_r_low)
 
 
-def low_resolution_factor(net: EnhanceNet, x: torch.Tensor, c_kernel: bool = True) -> torch.Tensor:
+def low_resolution_factor(net: EnhanceNet, x: torch.Tensor, c_kernel: bool = True,
+                          threads: int | None = None) -> torch.Tensor:
     """`net.low_resolution_factor(x)` for inference, for a float Nx3xHxW x or an N x H x W x 3 uint8 one: in C on a
-    CPU where it can run, else in PyTorch."""
+    CPU where it can run (on `threads` threads, else torch's count), else in PyTorch."""
     if type(net) is not EnhanceNet:
         raise TypeError(f"inference runs model.EnhanceNet, not {type(net).__name__}: call the network itself")
     planes = x.permute(0, 3, 1, 2) if x.dtype == torch.uint8 else x
@@ -70,24 +71,27 @@ def low_resolution_factor(net: EnhanceNet, x: torch.Tensor, c_kernel: bool = Tru
     kernel = kernel_for(*parameters) if c_kernel and on_cpu and net.conv_type == "dsc" else None
     if kernel is None:
         return net.low_resolution_factor(planes.float().div_(255) if x.dtype == torch.uint8 else x)
-    return c_efe(kernel, parameters, x, net.crop_size(planes), net.downscale_size(planes), torch.get_num_threads())
+    return c_efe(kernel, parameters, x, net.crop_size(planes), net.downscale_size(planes),
+                 threads or torch.get_num_threads())
 
 
 def enhance_uint8(net: EnhanceNet, rgb: torch.Tensor, x_r_low: torch.Tensor | None = None,
-                  c_kernel: bool = True) -> torch.Tensor:
+                  c_kernel: bool = True, threads: int | None = None) -> torch.Tensor:
     """`enhance` on 8-bit RGB as decoders give it: an N x H x W x 3 uint8 tensor in, the enhanced image out in the
     same layout, rounded half up as files.to_uint8 writes it. On a CPU it runs in C from and to the uint8 image,
     converting a row at a time (memory: the two uint8 images and a third of one in floats); elsewhere it converts
-    the whole image and runs `enhance` (as with `c_kernel=False`)."""
+    the whole image and runs `enhance` (as with `c_kernel=False`). `threads`: the C kernel's, else torch's count
+    (images.py runs one image per worker thread, each kernel call on one thread)."""
     rgb = rgb.contiguous()
     if rgb.dtype != torch.uint8 or rgb.dim() != 4 or rgb.shape[-1] != 3:
         raise ValueError(f"enhance_uint8 takes N x H x W x 3 uint8, not {rgb.dtype} {tuple(rgb.shape)}")
-    x_r_low = low_resolution_factor(net, rgb, c_kernel) if x_r_low is None else x_r_low
+    x_r_low = low_resolution_factor(net, rgb, c_kernel, threads) if x_r_low is None else x_r_low
     kernel = kernel_for(x_r_low) if c_kernel and rgb.device.type == "cpu" else None
     if kernel is None:
         x = rgb.permute(0, 3, 1, 2).float().div_(255)
         return to_uint8(enhance(net, x, x_r_low, c_kernel)[0]).permute(0, 2, 3, 1).contiguous()
-    return c_enhance_uint8(kernel, rgb, x_r_low, net.crop_size(rgb.permute(0, 3, 1, 2)), torch.get_num_threads())
+    return c_enhance_uint8(kernel, rgb, x_r_low, net.crop_size(rgb.permute(0, 3, 1, 2)),
+                           threads or torch.get_num_threads())
 
 
 def banded_enhance(net: EnhanceNet, x: torch.Tensor, x_r_low: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

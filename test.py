@@ -18,7 +18,7 @@ import torch
 
 import inference
 from files import IMAGE_EXTENSIONS, BadInputError, find_inputs, remove_temporaries
-from images import enhance_images, uint8_enhancer
+from images import enhance_each, enhance_images, uint8_enhancer
 from model import load_enhance_net
 from video import VIDEO_EXTENSIONS, VideoError, enhance_video, planned_output
 
@@ -70,10 +70,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
                         help="auto picks CUDA when available (default: auto)")
     parser.add_argument("--batch_size", type=int, default=8,
-                        help="images of the same size, or video frames, enhanced together (default: 8)")
+                        help="video frames, and on a GPU images of the same size, enhanced together (default: 8)")
     parser.add_argument("--num_workers", type=int, default=2,
-                        help="threads that decode inputs and encode outputs beside the model; 0 does it all in "
-                             "one thread (default: 2)")
+                        help="on a CPU, threads that each take images through decoding, the network and encoding; "
+                             "on a GPU, threads that decode and encode beside it; 0 does it all in one thread "
+                             "(default: 2)")
     parser.add_argument("--compile", action="store_true",
                         help="torch.compile the network's plain path, for GPUs and long runs of one image size; on a "
                              "CPU the default C path is faster, and compiling takes minutes for every new image "
@@ -123,13 +124,17 @@ def run(args: argparse.Namespace) -> int:
     if args.compile and device.type == "cpu":
         print("warning: --compile on a CPU is slower than the default C path, and compiles for minutes for every "
               "new image size", file=sys.stderr)
-    if device.type == "cpu":
-        inference.library()  # built (about 2 s, once per machine) before the clock starts: not model time
-    enhance = uint8_enhancer(model, device, torch.compile(model) if args.compile else None)
+    # The C kernel is built (about 2 s, once per machine) before the clock starts: not model time.
+    one_per_thread = device.type == "cpu" and not args.compile and args.num_workers > 0 and inference.library()
     inference.keep_freed_memory()
     start = time.perf_counter()
     with torch.inference_mode():
-        done, skipped, model_seconds = enhance_images(enhance, plan, args.batch_size, args.num_workers)
+        if one_per_thread:  # each worker decodes, enhances on one core and encodes its own images
+            enhance = uint8_enhancer(model, device, threads=1)
+            done, skipped, model_seconds = enhance_each(enhance, plan, args.num_workers)
+        else:
+            enhance = uint8_enhancer(model, device, torch.compile(model) if args.compile else None)
+            done, skipped, model_seconds = enhance_images(enhance, plan, args.batch_size, args.num_workers)
     wall = time.perf_counter() - start
     video_problems, videos = enhance_videos(model, video_plan, device, args)
     not_written = len(unlisted) + len(skipped) + len(video_plan) - videos

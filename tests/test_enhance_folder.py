@@ -16,7 +16,7 @@ import test as enhance_script
 from clips import moving_frames, write_clip
 from conftest import ROOT, SHARED, requires_shared
 from files import BadInputError, read_image, to_uint8, write_image
-from images import enhance_images, uint8_enhancer
+from images import enhance_each, enhance_images, uint8_enhancer
 from model import EnhanceNet, init_weights, load_enhance_net
 
 OFFICIAL = SHARED / "weights" / "sgz_official_epoch99.pth"
@@ -159,13 +159,23 @@ def test_32_bit_integer_gray_is_scaled_by_its_declared_range_or_refused_on_one_l
     assert str(e.value).startswith(f"{tmp_path / 'bare.tif'}: 32-bit integer samples with no declared range")
 
 
-def test_an_input_removed_during_the_run_is_named_and_the_run_goes_on(tmp_path, random_weights):
-    Image.fromarray(dark((16, 12))).save(tmp_path / "here.png")
-    plan = {tmp_path / name: tmp_path / "out" / name for name in ("gone.png", "here.png")}
-    enhance = uint8_enhancer(load_enhance_net(random_weights), torch.device("cpu"))
-    done, skipped, _ = enhance_images(enhance, plan, 2, 1)
-    assert done == 1 and skipped == [f"{tmp_path / 'gone.png'}: no longer there (removed during the run)"]
-    assert [p.name for p in (tmp_path / "out").iterdir()] == ["here.png"]
+@pytest.mark.parametrize("pipeline", ["batches", "one image per thread"])
+def test_an_input_removed_or_an_output_unwritable_is_named_and_the_run_goes_on(tmp_path, random_weights, pipeline):
+    for name in ("here.png", "blocked.png", "also.png"):
+        Image.fromarray(dark((16, 12))).save(tmp_path / name)
+    (tmp_path / "out" / "blocked.png").mkdir(parents=True)  # a folder where the output should go
+    plan = {tmp_path / name: tmp_path / "out" / name for name in ("gone.png", "here.png", "blocked.png", "also.png")}
+    net = load_enhance_net(random_weights)
+    if pipeline == "batches":
+        done, skipped, _ = enhance_images(uint8_enhancer(net, torch.device("cpu")), plan, 2, 1)
+    else:
+        done, skipped, _ = enhance_each(uint8_enhancer(net, torch.device("cpu"), threads=1), plan, 2)
+    assert done == 2 and skipped[0] == f"{tmp_path / 'gone.png'}: no longer there (removed during the run)"
+    assert len(skipped) == 2 and skipped[1].startswith(f"{tmp_path / 'out' / 'blocked.png'}: cannot write (")
+    assert sorted(p.name for p in (tmp_path / "out").iterdir() if p.is_file()) == ["also.png", "here.png"]
+    expected = to_uint8(net(torch.from_numpy(read_image(tmp_path / "also.png")).permute(2, 0, 1)[None])[0][0])
+    written = np.asarray(Image.open(tmp_path / "out" / "also.png"), dtype=np.int16)
+    assert np.abs(written - expected.detach().permute(1, 2, 0).numpy()).max() <= 1  # float rounding at most
 
 
 def test_a_folder_that_cannot_be_listed_is_named_and_the_rest_is_enhanced(tmp_path, random_weights, unlistable,
@@ -364,7 +374,7 @@ def test_ctrl_c_is_one_line_with_exit_status_130_and_leaves_no_partial_file(tmp_
     (tmp_path / "in").mkdir()
     Image.fromarray(dark((16, 12))).save(tmp_path / "in" / "a.png")
 
-    def pressed_ctrl_c(*args):
+    def pressed_ctrl_c(*args, **kwargs):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(inference, "enhance_uint8", pressed_ctrl_c)
