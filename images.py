@@ -1,6 +1,7 @@
 """Enhancing a folder of images: decoding, the network and encoding overlap, with a bounded amount in flight.
 
-    decode (reader threads) -> same-size batches -> the network (caller's thread) -> encode (writer threads)
+    on a CPU (enhance_each):  each worker thread: decode -> the network on one core -> encode, one image at a time
+    elsewhere (enhance_images): decode (reader threads) -> same-size batches -> the network -> encode (writer threads)
 
 8-bit images stay 8-bit end to end: on a CPU the network reads and writes the decoder's and encoder's interleaved
 uint8 RGB (inference.enhance_uint8), so no float copy of an image is ever made. Deeper images (16-bit, float) go
