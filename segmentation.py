@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.models import ResNet50_Weights, resnet50
 
-from model import read_checkpoint
+from files import read_checkpoint, strip_prefixes
 
 BN_MODES = ("train", "eval")
 
@@ -91,7 +91,7 @@ class USS(nn.Module):
         self.resnet = resnet50()
         state = backbone_state_dict(seg_weights)
         if state is not None:
-            state = {k.removeprefix("module.").removeprefix("resnet."): v for k, v in state.items()}
+            state = strip_prefixes(state, "module.", "resnet.")
             state = {k: v for k, v in state.items() if not k.startswith("fc.")}
             missing, unexpected = self.resnet.load_state_dict(state, strict=False)
             if unexpected or [k for k in missing if not k.startswith("fc.")]:
