@@ -50,8 +50,11 @@ def image_checks(path: Path | None) -> list[tuple[str, torch.Tensor]]:
     if not path.exists():
         raise SetupError(f"{path}: no such file or folder (--check_images)")
     try:
+        sources, unlisted = find_inputs(path, IMAGE_EXTENSIONS)
+        if unlisted:
+            raise BadInputError(unlisted[0])
         return [(f"{src} {image.shape[1]}x{image.shape[0]}", torch.from_numpy(image).permute(2, 0, 1)[None])
-                for src in find_inputs(path, IMAGE_EXTENSIONS) for image in [read_image(src)]]
+                for src in sources for image in [read_image(src)]]
     except BadInputError as e:
         raise SetupError(str(e)) from None
 

@@ -121,6 +121,21 @@ def test_an_op_outside_the_portable_set_is_refused(export_once, monkeypatch):
         deploy.check_portable(graph)
 
 
+def test_check_images_are_each_run_and_printed(tmp_path):
+    for package in deploy.OPTIONAL_PACKAGES:
+        pytest.importorskip(package)
+    (tmp_path / "in" / "sub").mkdir(parents=True)
+    for name, size in (("a.png", (37, 25)), ("sub/b.jpg", (24, 36))):
+        pixels = np.random.default_rng(0).integers(0, 60, (*size[::-1], 3), np.uint8)
+        Image.fromarray(pixels).save(tmp_path / "in" / name)
+    status, printed, error = run_export("--weight_dir", OURS, "--onnx", tmp_path / "sgz.onnx", "--check_images",
+                                        tmp_path / "in")
+    assert status == 0, error
+    labels = [line.split(": largest difference ")[0] for line in printed.splitlines()[:-1]]
+    assert labels[-2:] == [f"onnxruntime vs PyTorch, {tmp_path / 'in' / 'a.png'} 37x25",
+                           f"onnxruntime vs PyTorch, {tmp_path / 'in' / 'sub' / 'b.jpg'} 24x36"]
+
+
 def test_missing_weights_are_one_line_and_exit_2(tmp_path):
     status, _, error = run_export("--weight_dir", tmp_path / "absent.pth", "--onnx", tmp_path / "out.onnx")
     assert status == 2 and error.count("\n") == 1 and "absent.pth: no such weight file" in error
