@@ -21,7 +21,7 @@ import torch
 from tqdm import tqdm
 
 import inference
-from files import BadInputError, header_pixels, read_pixels, to_uint8, write_image
+from files import BadInputError, header_pixels, read_pixels, write_image
 from model import EnhanceNet
 
 # Decoded or enhanced pixels held ahead of the network and behind it, beyond the one image always allowed:
@@ -40,10 +40,7 @@ def uint8_enhancer(net: torch.nn.Module, device: torch.device, forward=None, thr
         batch = batch.to(device, non_blocking=True)
         if forward is None and batch.dtype == torch.uint8 and type(net) is EnhanceNet:
             return inference.enhance_uint8(net, batch, threads=threads).cpu()
-        x = batch.permute(0, 3, 1, 2)
-        x = x.float().div_(255) if x.dtype == torch.uint8 else x
-        enhanced = (forward or inference.forward_for(net))(x)[0]
-        return to_uint8(enhanced).permute(0, 2, 3, 1).cpu()
+        return inference.through_floats(forward or inference.forward_for(net), batch).cpu()
     return run
 
 
@@ -86,8 +83,7 @@ def same_size_batches(loaded, batch_size: int, skipped: list[str]):
         try:
             image, future = future.result(), None
         except BadInputError as e:
-            skipped.append(str(e))
-            tqdm.write(f"skipped {e}", file=sys.stderr)
+            skip(skipped, str(e))
             continue
         first = batch[0][1] if batch else None
         if batch and (len(batch) == batch_size or (first.shape, first.dtype) != (image.shape, image.dtype)):
@@ -158,11 +154,9 @@ def enhance_each(enhance: Enhancer, plan: dict[Path, Path], num_workers: int) ->
         try:
             model_seconds.append(future.result())
         except BadInputError as e:
-            skipped.append(str(e))
-            tqdm.write(f"skipped {e}", file=sys.stderr)
+            skip(skipped, str(e))
         except OSError as e:
-            skipped.append(f"{plan[src]}: cannot write ({e.strerror or e})")
-            tqdm.write(f"skipped {skipped[-1]}", file=sys.stderr)
+            skip(skipped, cannot_write(plan[src], e))
         bar.update()
 
     with worker_pool(num_workers) as pool, tqdm(total=len(plan), desc="images", unit="img", disable=not plan) as bar:
@@ -186,6 +180,15 @@ def finish_write(dst: Path, future: Future, skipped: list[str]) -> int:
         future.result()
         return 1
     except OSError as e:
-        skipped.append(f"{dst}: cannot write ({e.strerror or e})")
-        tqdm.write(f"skipped {skipped[-1]}", file=sys.stderr)
+        skip(skipped, cannot_write(dst, e))
         return 0
+
+
+def cannot_write(dst: Path, e: OSError) -> str:
+    return f"{dst}: cannot write ({e.strerror or e})"
+
+
+def skip(skipped: list[str], line: str) -> None:
+    """Note a file the run goes on without: kept for the summary, and one line on stderr between progress bars."""
+    skipped.append(line)
+    tqdm.write(f"skipped {line}", file=sys.stderr)

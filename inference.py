@@ -88,10 +88,17 @@ def enhance_uint8(net: EnhanceNet, rgb: torch.Tensor, x_r_low: torch.Tensor | No
     x_r_low = low_resolution_factor(net, rgb, c_kernel, threads) if x_r_low is None else x_r_low
     kernel = kernel_for(x_r_low) if c_kernel and rgb.device.type == "cpu" else None
     if kernel is None:
-        x = rgb.permute(0, 3, 1, 2).float().div_(255)
-        return to_uint8(enhance(net, x, x_r_low, c_kernel)[0]).permute(0, 2, 3, 1).contiguous()
+        return through_floats(lambda x: enhance(net, x, x_r_low, c_kernel), rgb)
     return c_enhance_uint8(kernel, rgb, x_r_low, net.crop_size(rgb.permute(0, 3, 1, 2)),
                            threads or torch.get_num_threads())
+
+
+def through_floats(forward, rgb: torch.Tensor) -> torch.Tensor:
+    """An N x H x W x 3 image (uint8, or float32 in [0, 1]) through `forward`, which maps Nx3xHxW floats to
+    (enhanced, _), back in the same layout as uint8 rounded by files.to_uint8."""
+    x = rgb.permute(0, 3, 1, 2)
+    x = x.float().div_(255) if x.dtype == torch.uint8 else x
+    return to_uint8(forward(x)[0]).permute(0, 2, 3, 1).contiguous()
 
 
 def banded_enhance(net: EnhanceNet, x: torch.Tensor, x_r_low: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

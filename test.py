@@ -125,7 +125,8 @@ def run(args: argparse.Namespace) -> int:
         print("warning: --compile on a CPU is slower than the default C path, and compiles for minutes for every "
               "new image size", file=sys.stderr)
     # The C kernel is built (about 2 s, once per machine) before the clock starts: not model time.
-    one_per_thread = device.type == "cpu" and not args.compile and args.num_workers > 0 and inference.library()
+    c_kernel = device.type == "cpu" and inference.library() is not None
+    one_per_thread = c_kernel and not args.compile and args.num_workers > 0
     inference.keep_freed_memory()
     start = time.perf_counter()
     with torch.inference_mode():
