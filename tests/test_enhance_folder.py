@@ -11,6 +11,7 @@ import pytest
 import torch
 from PIL import Image, TiffImagePlugin
 
+import files
 import inference
 import test as enhance_script
 from clips import moving_frames, write_clip
@@ -282,11 +283,13 @@ def test_a_png_output_never_replaces_an_existing_file_beside_its_input(tmp_path,
     assert (tmp_path / "photo.png").read_bytes() == data
 
 
-def test_failed_write_leaves_no_partial_file(tmp_path, monkeypatch):
+@pytest.mark.parametrize("in_memory_bytes", [files.ENCODE_IN_MEMORY_BYTES, 0], ids=["in memory", "streamed"])
+def test_failed_write_leaves_no_partial_file(tmp_path, monkeypatch, in_memory_bytes):
     def broken_save(self, fp, *args, **kwargs):
         fp.write(b"half")
         raise OSError("disk full")
 
+    monkeypatch.setattr(files, "ENCODE_IN_MEMORY_BYTES", in_memory_bytes)
     monkeypatch.setattr(Image.Image, "save", broken_save)
     with pytest.raises(OSError, match="disk full"):
         write_image(dark((8, 8)), tmp_path / "out.png")
@@ -416,6 +419,16 @@ def test_a_later_run_removes_the_temporaries_a_killed_run_left_beside_its_output
     assert enhance_script.main(["--weight_dir", str(random_weights), "--input_dir", str(tmp_path / "in"),
                                 "--test_dir", str(tmp_path / "out")]) == 0
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(kept + ["a.png"])
+
+
+@pytest.mark.parametrize("suffix", [".jpg", ".png", ".webp", ".bmp", ".tif"])
+def test_an_image_encoded_in_memory_is_the_file_streamed_to_disk(tmp_path, monkeypatch, suffix):
+    image = dark((40, 30))
+    write_image(image, tmp_path / f"in_memory{suffix}")
+    monkeypatch.setattr(files, "ENCODE_IN_MEMORY_BYTES", image.nbytes - 1)
+    write_image(image, tmp_path / f"streamed{suffix}")
+    assert (tmp_path / f"in_memory{suffix}").read_bytes() == (tmp_path / f"streamed{suffix}").read_bytes()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f"in_memory{suffix}", f"streamed{suffix}"]
 
 
 def test_outputs_get_the_usual_file_permissions(tmp_path):
