@@ -14,6 +14,7 @@
    PyTorch's own OpenMP threads. */
 #include <math.h>
 #include <stdlib.h>
+#include <string.h>
 
 /* One build runs well on any x86-64 machine: the loader picks the widest vector code the CPU has. */
 #if defined(__x86_64__) && defined(__linux__)
@@ -44,6 +45,7 @@ typedef float vector __attribute__((vector_size(32), aligned(4)));
 #define LANES 8
 #define TILE_VECTORS 2
 #define OUTPUT_BLOCK 4
+#define LAYERS 7 /* the EFE's depthwise-separable blocks */
 #define PIXEL_BLOCK (LANES * TILE_VECTORS)
 
 /* One row of a 3x3 depthwise conv with zero padding (the first half of the authors' CSDN_Tem): row y of one
@@ -183,21 +185,20 @@ INLINE void resample_row(const float *restrict above, const float *restrict belo
    read as v / 255. row_* and col_* give each small row's and column's two source indices and the weight of the
    second.
    `parameters`: for each of the 7 blocks, its depthwise weight and bias, then its pointwise weight and bias
-   (EnhanceNet.parameters() order). `scratch`: 3 + 6 * FEATURES floats per small pixel.
+   (EnhanceNet.parameters() order).
+   The small image is done in strips of `strip_rows` rows, each with the LAYERS rows above and below it that the
+   3x3 convs reach (done again by the strips beside it), so that `scratch` holds one strip: 6 + 6 * FEATURES floats
+   per pixel of a strip with its margins. A margin's far edge is taken as the image's (zero padding) and comes out
+   wrong, but each layer moves the error only one row further in, so after LAYERS layers a strip's own rows equal
+   the whole image's, bit for bit.
    Returns 0, or -1 when a thread's band buffer could not be allocated. */
 MULTIVERSION
 int efe(const float *image, const unsigned char *image_u8, float *factor, int batch, int image_height,
         int image_width, int height, int width, const int *row_top, const int *row_bottom, const float *row_lambda,
         const int *col_left, const int *col_right, const float *col_lambda, const float *const *parameters,
-        float *scratch, int threads)
+        float *scratch, int strip_rows, int threads)
 {
-    long pixels = (long)height * width, features = FEATURES * pixels;
-    float *small = scratch;
-    /* Each of the paper's skip concatenations, x3|x4, x2|x5 and x1|x6, is one buffer, filled in two halves. */
-    float *x1_x6 = small + 3 * pixels, *x2_x5 = x1_x6 + 2 * features, *x3_x4 = x2_x5 + 2 * features;
-    const float *inputs[7] = {small, x1_x6, x2_x5, x3_x4, x3_x4, x2_x5, x1_x6};
     const int in_channels[7] = {3, FEATURES, FEATURES, FEATURES, 2 * FEATURES, 2 * FEATURES, 2 * FEATURES};
-    float *outputs[6] = {x1_x6, x2_x5, x3_x4, x3_x4 + features, x2_x5 + features, x1_x6 + features};
     /* A band's rows of each channel, padded to whole pointwise tiles (what a tile reads past the band's
        pixels is never stored). */
     long band_stride = ((long)band_rows(width) * width + PIXEL_BLOCK - 1) / PIXEL_BLOCK * PIXEL_BLOCK;
@@ -213,29 +214,48 @@ int efe(const float *image, const unsigned char *image_u8, float *factor, int ba
 #pragma omp barrier
         if (!failed) {
             FLUSH_SUBNORMALS_BEGIN
-            for (int n = 0; n < batch; n++) {
+            for (int n = 0; n < batch; n++)
+                for (int top = 0; top < height; top += strip_rows) {
+                    int bottom = top + strip_rows < height ? top + strip_rows : height;
+                    int first = top > LAYERS ? top - LAYERS : 0;
+                    int last = bottom + LAYERS < height ? bottom + LAYERS : height;
+                    int strip_height = last - first, own = bottom - top;
+                    long pixels = (long)strip_height * width, features = FEATURES * pixels;
+                    float *small = scratch, *x_r = small + 3 * pixels;
+                    /* Each of the paper's skip concatenations, x3|x4, x2|x5 and x1|x6, is one buffer, filled in two
+                       halves. */
+                    float *x1_x6 = x_r + 3 * pixels, *x2_x5 = x1_x6 + 2 * features, *x3_x4 = x2_x5 + 2 * features;
+                    const float *inputs[7] = {small, x1_x6, x2_x5, x3_x4, x3_x4, x2_x5, x1_x6};
+                    float *outputs[7] = {x1_x6, x2_x5, x3_x4, x3_x4 + features, x2_x5 + features, x1_x6 + features,
+                                         x_r};
 #pragma omp for schedule(static)
-                for (long row = 0; row < 3L * height; row++) {
-                    int c = row / height, y = row % height;
-                    const float *above, *below;
-                    if (image_u8) {
-                        const unsigned char *first = image_u8 + (long)n * image_height * image_width * 3;
-                        channel_to_float(first + (long)row_top[y] * image_width * 3, c, image_width, rows);
-                        channel_to_float(first + (long)row_bottom[y] * image_width * 3, c, image_width,
-                                         rows + image_width);
-                        above = rows, below = rows + image_width;
-                    } else {
-                        above = ROW(image, n, c, row_top[y], 3, image_height, image_width);
-                        below = ROW(image, n, c, row_bottom[y], 3, image_height, image_width);
+                    for (long row = 0; row < 3L * strip_height; row++) {
+                        int c = row / strip_height, y = first + row % strip_height;
+                        const float *above, *below;
+                        if (image_u8) {
+                            const unsigned char *start = image_u8 + (long)n * image_height * image_width * 3;
+                            channel_to_float(start + (long)row_top[y] * image_width * 3, c, image_width, rows);
+                            channel_to_float(start + (long)row_bottom[y] * image_width * 3, c, image_width,
+                                             rows + image_width);
+                            above = rows, below = rows + image_width;
+                        } else {
+                            above = ROW(image, n, c, row_top[y], 3, image_height, image_width);
+                            below = ROW(image, n, c, row_bottom[y], 3, image_height, image_width);
+                        }
+                        resample_row(above, below, row_lambda[y], col_left, col_right, col_lambda, width,
+                                     small + row * width);
                     }
-                    resample_row(above, below, row_lambda[y], col_left, col_right, col_lambda, width,
-                                 small + row * width);
+                    for (int layer = 0; layer < LAYERS; layer++)
+                        separable_block(inputs[layer], in_channels[layer], strip_height, width,
+                                        parameters + 4 * layer, layer == LAYERS - 1, outputs[layer], band,
+                                        band_stride);
+#pragma omp for schedule(static)
+                    for (long row = 0; row < 3L * own; row++) {
+                        int c = row / own, y = top + row % own;
+                        memcpy(ROW(factor, n, c, y, 3, height, width),
+                               x_r + ((long)c * strip_height + y - first) * width, width * sizeof(float));
+                    }
                 }
-                for (int layer = 0; layer < 7; layer++)
-                    separable_block(inputs[layer], in_channels[layer], height, width, parameters + 4 * layer,
-                                    layer == 6, layer == 6 ? factor + n * 3 * pixels : outputs[layer], band,
-                                    band_stride);
-            }
             FLUSH_SUBNORMALS_END
         }
         free(band);

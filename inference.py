@@ -34,9 +34,13 @@ FLAGS = ["-O3", "-shared", "-fPIC", "-std=gnu11"]
 # -fopenmp first; a compiler without OpenMP (Apple's clang) still builds a one-thread kernel.
 OPENMP_CHOICES = [["-fopenmp"], []]
 POINTER, INT = ctypes.c_void_p, ctypes.c_int
-EFE_ARGUMENTS = [POINTER] * 3 + [INT] * 5 + [POINTER] * 8 + [INT]
+EFE_ARGUMENTS = [POINTER] * 3 + [INT] * 5 + [POINTER] * 8 + [INT] * 2
 ENHANCE_ARGUMENTS = [POINTER] * 7 + [INT] * 6 + [POINTER] * 6 + [INT]
-SCRATCH_CHANNELS = 3 + 6 * NUM_FEATURES  # cpu_kernel.c's efe(): the small image and three skip buffers
+# cpu_kernel.c's efe(): per pixel of a strip, the small image, x_r and the three skip buffers, and the bytes a strip
+# may take (a 4K frame is one strip; an 8000x8000 photo is six, which hold a fifth of what the whole would)
+SCRATCH_CHANNELS = 6 + 6 * NUM_FEATURES
+SCRATCH_BYTES = 64 * 2**20
+EFE_LAYERS = 7  # the rows a strip reaches beyond its own, on each side
 # Elements per band of the PyTorch path on CPU: 256 KB of float32, measured fastest on a 2-core Xeon.
 CPU_BAND_ELEMENTS = 2**18
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters
@@ -268,10 +272,11 @@ def check_efe_parameters(parameters: list[torch.Tensor]) -> None:
 
 
 def c_efe(kernel: ctypes.CDLL, parameters: list[torch.Tensor], image: torch.Tensor, crop: tuple[int, int],
-          size: tuple[int, int], threads: int) -> torch.Tensor:
+          size: tuple[int, int], threads: int, strip_rows: int | None = None) -> torch.Tensor:
     """The EFE's output x_r_low (N x 3 x h x w) on the top-left `crop` of an N x 3 x H x W float image (or an
     N x H x W x 3 uint8 one) resized bilinearly to size (h, w), with align_corners=False as EnhanceNet.downscale;
-    `parameters` are a "dsc" EnhanceNet's."""
+    `parameters` are a "dsc" EnhanceNet's. The kernel works on strips of `strip_rows` rows of the small image
+    (default: what fits SCRATCH_BYTES); the result is the same for any."""
     check_efe_parameters(parameters)
     image = image.contiguous()
     interleaved = image.dtype == torch.uint8
@@ -280,12 +285,13 @@ def c_efe(kernel: ctypes.CDLL, parameters: list[torch.Tensor], image: torch.Tens
     if not (0 < crop[0] <= image_height and 0 < crop[1] <= image_width):
         raise ValueError(f"cpu_kernel.efe: crop {crop} does not fit an image of {image_height}x{image_width}")
     x_r_low = torch.empty(batch, 3, height, width)
-    scratch = torch.empty(SCRATCH_CHANNELS * height * width)
+    strip_rows = strip_rows or max(1, SCRATCH_BYTES // (4 * SCRATCH_CHANNELS * width) - 2 * EFE_LAYERS)
+    scratch = torch.empty(SCRATCH_CHANNELS * min(height, strip_rows + 2 * EFE_LAYERS) * width)
     weights = [*interpolation_weights(crop[0], height, False), *interpolation_weights(crop[1], width, False)]
     pointers = (ctypes.c_void_p * len(parameters))(*[p.data_ptr() for p in parameters])
     planes, rgb = (None, image.data_ptr()) if interleaved else (image.data_ptr(), None)
     if kernel.efe(planes, rgb, x_r_low.data_ptr(), batch, image_height, image_width, height, width,
-                  *[w.data_ptr() for w in weights], pointers, scratch.data_ptr(), threads):
+                  *[w.data_ptr() for w in weights], pointers, scratch.data_ptr(), strip_rows, threads):
         raise MemoryError("cpu_kernel.efe: out of memory for its row buffers")
     return x_r_low
 

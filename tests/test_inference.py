@@ -55,6 +55,23 @@ def test_c_downscaling_equals_pytorch_bilinear(height, width):
 
 
 @requires_compiler
+@pytest.mark.parametrize("uint8", [False, True], ids=["float", "uint8"])
+def test_the_efe_in_strips_is_the_whole_images_bit_for_bit(uint8):
+    """Strips narrower than the 7 rows each side that the convs reach, and wider, and one strip for the whole."""
+    net = random_net(0.2)
+    rgb = torch.randint(0, 120, (2, 397, 601, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(2))
+    x = rgb if uint8 else rgb.permute(0, 3, 1, 2).float().div(255)
+    planes = rgb.permute(0, 3, 1, 2)
+    with torch.inference_mode():
+        strips = {rows: inference.c_efe(inference.library(), list(net.parameters()), x, net.crop_size(planes),
+                                        net.downscale_size(planes), 2, strip_rows=rows) for rows in (1, 5, 14, 33, 1000)}
+    whole = strips.pop(1000)
+    assert whole.shape == (2, 3, 33, 50)
+    for rows, got in strips.items():
+        assert torch.equal(got, whole), f"strips of {rows} rows"
+
+
+@requires_compiler
 def test_our_snapshot_gives_the_same_image_through_c_and_pytorch():
     net = load_enhance_net(ROOT / "snapshots" / "sgz_ours.pth")
     x = torch.rand(1, 3, 396, 600) * 0.3
