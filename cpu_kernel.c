@@ -8,8 +8,9 @@
               registers, and the result and x_r are written once. NUM_ITERATIONS and FEATURES (the EFE's width)
               come from model.py at build time (inference.py passes them as -D flags).
 
-   Tensors are float32, contiguous, N x C x H x W, or 8-bit interleaved RGB, N x H x W x 3, where the u8 pointers
-   are given (what decoders give and encoders take: no float copy of the image is made). Work is shared among
+   Tensors are float32, contiguous, N x C x H x W, or 8-bit interleaved RGB, N x H x W x pixel_bytes, where the u8
+   pointers are given: RGB (3 bytes a pixel, what decoders give and encoders take) or RGBX (4, PIL's own memory),
+   so no float copy of the image is made. Work is shared among
    `threads` OpenMP threads (one thread when built without OpenMP); in a process that has loaded PyTorch they are
    PyTorch's own OpenMP threads. */
 #include <math.h>
@@ -155,11 +156,13 @@ INLINE void separable_block(const float *restrict in, int in_channels, int heigh
     }
 }
 
-/* Channel c of one row of interleaved 8-bit RGB as floats in [0, 1], v / 255 as the float32 readers compute it. */
-INLINE void channel_to_float(const unsigned char *restrict rgb, int c, int width, float *restrict out)
+/* Channel c of one row of interleaved 8-bit pixels (pixel_bytes apart) as floats in [0, 1], v / 255 as the float32
+   readers compute it. */
+INLINE void channel_to_float(const unsigned char *restrict rgb, int c, int pixel_bytes, int width,
+                             float *restrict out)
 {
     for (int x = 0; x < width; x++)
-        out[x] = rgb[3 * x + c] / 255.0f;
+        out[x] = rgb[pixel_bytes * x + c] / 255.0f;
 }
 
 /* Linear interpolation: a weighted 1 - lambda, b weighted lambda. */
@@ -181,8 +184,8 @@ INLINE void resample_row(const float *restrict above, const float *restrict belo
 }
 
 /* The EFE on a batch of 3 x image_height x image_width images, each first resized bilinearly to height x width.
-   The images are float32 planes in `image`, or, where `image_u8` is not NULL, interleaved 8-bit RGB (N x H x W x 3)
-   read as v / 255. row_* and col_* give each small row's and column's two source indices and the weight of the
+   The images are float32 planes in `image`, or, where `image_u8` is not NULL, interleaved 8-bit RGB
+   (N x H x W x pixel_bytes) read as v / 255. row_* and col_* give each small row's and column's two source indices and the weight of the
    second.
    `parameters`: for each of the 7 blocks, its depthwise weight and bias, then its pointwise weight and bias
    (EnhanceNet.parameters() order).
@@ -196,8 +199,9 @@ MULTIVERSION
 int efe(const float *image, const unsigned char *image_u8, float *factor, int batch, int image_height,
         int image_width, int height, int width, const int *row_top, const int *row_bottom, const float *row_lambda,
         const int *col_left, const int *col_right, const float *col_lambda, const float *const *parameters,
-        float *scratch, int strip_rows, int threads)
+        float *scratch, int strip_rows, int pixel_bytes, int threads)
 {
+    long row_bytes = (long)image_width * pixel_bytes;
     const int in_channels[7] = {3, FEATURES, FEATURES, FEATURES, 2 * FEATURES, 2 * FEATURES, 2 * FEATURES};
     /* A band's rows of each channel, padded to whole pointwise tiles (what a tile reads past the band's
        pixels is never stored). */
@@ -233,9 +237,9 @@ int efe(const float *image, const unsigned char *image_u8, float *factor, int ba
                         int c = row / strip_height, y = first + row % strip_height;
                         const float *above, *below;
                         if (image_u8) {
-                            const unsigned char *start = image_u8 + (long)n * image_height * image_width * 3;
-                            channel_to_float(start + (long)row_top[y] * image_width * 3, c, image_width, rows);
-                            channel_to_float(start + (long)row_bottom[y] * image_width * 3, c, image_width,
+                            const unsigned char *start = image_u8 + n * image_height * row_bytes;
+                            channel_to_float(start + row_top[y] * row_bytes, c, pixel_bytes, image_width, rows);
+                            channel_to_float(start + row_bottom[y] * row_bytes, c, pixel_bytes, image_width,
                                              rows + image_width);
                             above = rows, below = rows + image_width;
                         } else {
@@ -315,21 +319,21 @@ INLINE void enhance_rgb_row(const unsigned char *restrict rgb, unsigned char *re
 }
 
 /* RIE on a batch with x_r upsampled from the EFE's output `low` (batch x channels x low_height x low_width). First
-   each row of `low` is upsampled along x into `wide` (batch x low_height rows of width x channels values); then
-   each output row interpolates two of those rows. row_* and col_* give each output row's and column's two source
-   indices and the weight of the second. Float32 planes x -> out with x_r into `factor`, `wide` holding each
-   channel's rows apart (batch x channels x low_height x width); or, where `x_u8` is not NULL, interleaved 8-bit
-   RGB x_u8 -> out_u8 (N x H x W x 3, rounded as enhance_rgb_row), with `wide` interleaved alike (batch x
-   low_height x width x channels) and x_r not kept. Returns 0, or -1 when a thread's row buffer could not be
-   allocated. */
+   each row of `low` is upsampled along x into `wide`; then each output row interpolates two of those rows. row_*
+   and col_* give each output row's and column's two source indices and the weight of the second. Float32 planes
+   x -> out with x_r into `factor`, `wide` holding each channel's rows apart (batch x channels x low_height x
+   width); or, where `x_u8` is not NULL, interleaved 8-bit pixels x_u8 -> out_u8 (N x H x W x pixel_bytes, rounded
+   as enhance_rgb_row), with `wide` interleaved alike (batch x low_height x width x pixel_bytes, zero where
+   pixel_bytes > channels, so RGBX's X comes out as it went in) and x_r not kept. Returns 0, or -1 when a thread's
+   row buffer could not be allocated. */
 MULTIVERSION
 int enhance(const float *x, float *out, float *factor, const unsigned char *x_u8, unsigned char *out_u8,
             const float *low, float *wide, int batch, int channels, int height, int width, int low_height,
             int low_width, const int *row_top, const int *row_bottom, const float *row_lambda, const int *col_left,
-            const int *col_right, const float *col_lambda, int threads)
+            const int *col_right, const float *col_lambda, int pixel_bytes, int threads)
 {
     int failed = 0;
-    long values = (long)channels * width; /* of one interleaved row */
+    long values = (long)pixel_bytes * width; /* of one interleaved row */
 #pragma omp parallel num_threads(threads)
     {
         float *scaled = x_u8 ? malloc(values * sizeof(float)) : NULL;
@@ -344,7 +348,8 @@ int enhance(const float *x, float *out, float *factor, const unsigned char *x_u8
             long n = row / (channels * low_height);
             int c = row / low_height % channels, y = row % low_height;
             float *target = x_u8 ? wide + (n * low_height + y) * values + c : wide + row * width;
-            widen_row(low + row * low_width, col_left, col_right, col_lambda, width, x_u8 ? channels : 1, target);
+            widen_row(low + row * low_width, col_left, col_right, col_lambda, width, x_u8 ? pixel_bytes : 1,
+                      target);
         }
 #pragma omp for schedule(static)
         for (long row = 0; row < (long)batch * height; row++) {

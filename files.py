@@ -2,6 +2,7 @@
 rounding, atomic writes and checkpoint reading. Imports no other module of this repo.
 """
 import contextlib
+import ctypes
 import io
 import os
 import re
@@ -121,9 +122,47 @@ def read_image(path: Path) -> np.ndarray:
     return rgb_array(open_image(path))
 
 
-def read_pixels(path: Path) -> np.ndarray:
-    """The image in `path` at its own depth (see `open_image` and `pixels`): what test.py enhances."""
-    return pixels(open_image(path))
+def read_pixels(path: Path, rgbx: bool = False) -> np.ndarray:
+    """The image in `path` at its own depth (see `open_image` and `pixels`): what test.py enhances. `rgbx=True`:
+    an 8-bit RGB image comes as `rgbx_view` gives it where it can, with no copy (H x W x 4)."""
+    img = open_image(path)
+    view = rgbx_view(img) if rgbx else None
+    return pixels(img) if view is None else view
+
+
+class ArrowArray(ctypes.Structure):
+    """The Arrow C data interface's ArrowArray (arrow.apache.org/docs/format/CDataInterface.html), a stable ABI."""
+
+
+ArrowArray._fields_ = [("length", ctypes.c_int64), ("null_count", ctypes.c_int64), ("offset", ctypes.c_int64),
+                       ("n_buffers", ctypes.c_int64), ("n_children", ctypes.c_int64),
+                       ("buffers", ctypes.POINTER(ctypes.c_void_p)),
+                       ("children", ctypes.POINTER(ctypes.POINTER(ArrowArray))), ("dictionary", ctypes.c_void_p),
+                       ("release", ctypes.c_void_p), ("private_data", ctypes.c_void_p)]
+capsule_pointer = ctypes.pythonapi.PyCapsule_GetPointer
+capsule_pointer.restype, capsule_pointer.argtypes = ctypes.c_void_p, [ctypes.py_object, ctypes.c_char_p]
+
+
+def rgbx_view(img: Image.Image) -> np.ndarray | None:
+    """An 8-bit RGB image's pixels as PIL holds them, 4 bytes each (RGBX, X unused): an H x W x 4 read-only view of
+    PIL's own memory, exported through the Arrow C data interface (Pillow 11.2 and later), which keeps the image
+    alive. None where PIL cannot export it whole: other modes, older Pillow, an image held in several blocks
+    (above 16 MB)."""
+    if img.mode != "RGB" or not hasattr(img, "__arrow_c_array__"):
+        return None
+    try:
+        _, capsule = img.__arrow_c_array__()
+    except ValueError:  # "Image rows are not contiguous in memory"
+        return None
+    pixel_list = ArrowArray.from_address(capsule_pointer(capsule, b"arrow_array"))
+    values = pixel_list.children[0].contents  # a fixed-size list of 4 uint8 per pixel
+    if pixel_list.offset or values.offset or values.length != 4 * img.width * img.height:
+        return None
+    memory = (ctypes.c_uint8 * values.length).from_address(values.buffers[1])
+    memory.owner = (img, capsule)  # the capsule releases PIL's export when it goes
+    view = np.frombuffer(memory, np.uint8).reshape(img.height, img.width, 4)
+    view.flags.writeable = False
+    return view
 
 
 def header_pixels(path: Path) -> int:
@@ -179,9 +218,13 @@ def write_atomically(path: Path, write: Callable[[BinaryIO], None]) -> None:
 
 
 def write_image(array: np.ndarray, path: Path) -> None:
-    """Write an HxWx3 uint8 image atomically, in the format its suffix names."""
+    """Write an HxWx3 uint8 image (or HxWx4 RGBX, X unused) atomically, in the format its suffix names."""
     image_format = Image.registered_extensions()[path.suffix.lower()]
-    image = Image.fromarray(array)
+    if array.shape[-1] == 4:  # PIL's own layout, wrapped without a copy; only JPEG encodes RGBX as RGB
+        image = Image.frombuffer("RGBX", array.shape[1::-1], np.ascontiguousarray(array), "raw", "RGBX", 0, 1)
+        image = image if image_format == "JPEG" else image.convert("RGB")
+    else:
+        image = Image.fromarray(array)
     def save(f: BinaryIO) -> None:
         image.save(f, format=image_format, **SAVE_OPTIONS.get(image_format, {}))
     if array.nbytes > ENCODE_IN_MEMORY_BYTES:

@@ -3,8 +3,9 @@
     on a CPU (enhance_each):  each worker thread: decode -> the network on one core -> encode, one image at a time
     elsewhere (enhance_images): decode (reader threads) -> same-size batches -> the network -> encode (writer threads)
 
-8-bit images stay 8-bit end to end: on a CPU the network reads and writes the decoder's and encoder's interleaved
-uint8 RGB (inference.enhance_uint8), so no float copy of an image is ever made. Deeper images (16-bit, float) go
+8-bit images stay 8-bit end to end: on a CPU the network reads the decoded pixels where PIL holds them (RGBX, 4
+bytes a pixel: files.rgbx_view) and writes RGBX that PIL encodes where it lies (inference.enhance_uint8), so no
+float copy of an image is ever made, nor a byte copy between PIL and the network. Deeper images (16-bit, float) go
 through the float path. What is in flight is bounded in images and in pixels, so a folder of huge photos holds a
 few of them at a time, not a queue's worth.
 """
@@ -140,7 +141,7 @@ def enhance_each(enhance: Enhancer, plan: dict[Path, Path], num_workers: int) ->
     Returns what `enhance_images` does."""
     @torch.inference_mode()  # per thread: the caller's mode does not reach the workers
     def process(src: Path) -> float:
-        x = stacked([read_pixels(src)])
+        x = stacked([read_pixels(src, rgbx=True)])
         start = time.perf_counter()
         enhanced = enhance(x)[0].numpy()
         seconds = time.perf_counter() - start

@@ -34,8 +34,8 @@ FLAGS = ["-O3", "-shared", "-fPIC", "-std=gnu11"]
 # -fopenmp first; a compiler without OpenMP (Apple's clang) still builds a one-thread kernel.
 OPENMP_CHOICES = [["-fopenmp"], []]
 POINTER, INT = ctypes.c_void_p, ctypes.c_int
-EFE_ARGUMENTS = [POINTER] * 3 + [INT] * 5 + [POINTER] * 8 + [INT] * 2
-ENHANCE_ARGUMENTS = [POINTER] * 7 + [INT] * 6 + [POINTER] * 6 + [INT]
+EFE_ARGUMENTS = [POINTER] * 3 + [INT] * 5 + [POINTER] * 8 + [INT] * 3
+ENHANCE_ARGUMENTS = [POINTER] * 7 + [INT] * 6 + [POINTER] * 6 + [INT] * 2
 # cpu_kernel.c's efe(): per pixel of a strip, the small image, x_r and the three skip buffers, and the bytes a strip
 # may take (a 4K frame is one strip; an 8000x8000 photo is six, which hold a fifth of what the whole would)
 SCRATCH_CHANNELS = 6 + 6 * NUM_FEATURES
@@ -65,11 +65,11 @@ def enhance(net: EnhanceNet, x: torch.Tensor, x_r_low: torch.Tensor | None = Non
 
 def low_resolution_factor(net: EnhanceNet, x: torch.Tensor, c_kernel: bool = True,
                           threads: int | None = None) -> torch.Tensor:
-    """`net.low_resolution_factor(x)` for inference, for a float Nx3xHxW x or an N x H x W x 3 uint8 one: in C on a
-    CPU where it can run (on `threads` threads, else torch's count), else in PyTorch."""
+    """`net.low_resolution_factor(x)` for inference, for a float Nx3xHxW x or an N x H x W x 3 (RGB) or x 4 (RGBX)
+    uint8 one: in C on a CPU where it can run (on `threads` threads, else torch's count), else in PyTorch."""
     if type(net) is not EnhanceNet:
         raise TypeError(f"inference runs model.EnhanceNet, not {type(net).__name__}: call the network itself")
-    planes = x.permute(0, 3, 1, 2) if x.dtype == torch.uint8 else x
+    planes = x[..., :3].permute(0, 3, 1, 2) if x.dtype == torch.uint8 else x
     parameters = list(net.parameters())
     on_cpu = x.device.type == "cpu" and (x.dtype in (torch.uint8, torch.float32))
     kernel = kernel_for(*parameters) if c_kernel and on_cpu and net.conv_type == "dsc" else None
@@ -82,25 +82,26 @@ def low_resolution_factor(net: EnhanceNet, x: torch.Tensor, c_kernel: bool = Tru
 def enhance_uint8(net: EnhanceNet, rgb: torch.Tensor, x_r_low: torch.Tensor | None = None,
                   c_kernel: bool = True, threads: int | None = None) -> torch.Tensor:
     """`enhance` on 8-bit RGB as decoders give it: an N x H x W x 3 uint8 tensor in, the enhanced image out in the
-    same layout, rounded half up as files.to_uint8 writes it. On a CPU it runs in C from and to the uint8 image,
-    converting a row at a time (memory: the two uint8 images and a third of one in floats); elsewhere it converts
-    the whole image and runs `enhance` (as with `c_kernel=False`). `threads`: the C kernel's, else torch's count
+    same layout, rounded half up as files.to_uint8 writes it; or N x H x W x 4, RGBX as PIL holds an image (X is
+    ignored), out as RGBX from the C kernel. On a CPU it runs in C from and to the uint8 image, converting a row at
+    a time (memory: the two uint8 images and a third of one in floats); elsewhere it converts the whole image and
+    runs `enhance` (as with `c_kernel=False`), giving N x H x W x 3. `threads`: the C kernel's, else torch's count
     (images.py runs one image per worker thread, each kernel call on one thread)."""
     rgb = rgb.contiguous()
-    if rgb.dtype != torch.uint8 or rgb.dim() != 4 or rgb.shape[-1] != 3:
-        raise ValueError(f"enhance_uint8 takes N x H x W x 3 uint8, not {rgb.dtype} {tuple(rgb.shape)}")
+    if rgb.dtype != torch.uint8 or rgb.dim() != 4 or rgb.shape[-1] not in (3, 4):
+        raise ValueError(f"enhance_uint8 takes N x H x W x 3 (or 4) uint8, not {rgb.dtype} {tuple(rgb.shape)}")
     x_r_low = low_resolution_factor(net, rgb, c_kernel, threads) if x_r_low is None else x_r_low
     kernel = kernel_for(x_r_low) if c_kernel and rgb.device.type == "cpu" else None
     if kernel is None:
         return through_floats(lambda x: enhance(net, x, x_r_low, c_kernel), rgb)
-    return c_enhance_uint8(kernel, rgb, x_r_low, net.crop_size(rgb.permute(0, 3, 1, 2)),
+    return c_enhance_uint8(kernel, rgb, x_r_low, net.crop_size(rgb[..., :3].permute(0, 3, 1, 2)),
                            threads or torch.get_num_threads())
 
 
 def through_floats(forward, rgb: torch.Tensor) -> torch.Tensor:
-    """An N x H x W x 3 image (uint8, or float32 in [0, 1]) through `forward`, which maps Nx3xHxW floats to
-    (enhanced, _), back in the same layout as uint8 rounded by files.to_uint8."""
-    x = rgb.permute(0, 3, 1, 2)
+    """An N x H x W x 3 image (uint8, or float32 in [0, 1]; or uint8 RGBX, x 4) through `forward`, which maps
+    Nx3xHxW floats to (enhanced, _), back as N x H x W x 3 uint8 rounded by files.to_uint8."""
+    x = rgb[..., :3].permute(0, 3, 1, 2)
     x = x.float().div_(255) if x.dtype == torch.uint8 else x
     return to_uint8(forward(x)[0]).permute(0, 2, 3, 1).contiguous()
 
@@ -281,6 +282,7 @@ def c_efe(kernel: ctypes.CDLL, parameters: list[torch.Tensor], image: torch.Tens
     image = image.contiguous()
     interleaved = image.dtype == torch.uint8
     batch, image_height, image_width = image.shape[:3] if interleaved else (image.shape[0], *image.shape[2:])
+    pixel_bytes = image.shape[-1] if interleaved else 3
     height, width = size
     if not (0 < crop[0] <= image_height and 0 < crop[1] <= image_width):
         raise ValueError(f"cpu_kernel.efe: crop {crop} does not fit an image of {image_height}x{image_width}")
@@ -291,7 +293,8 @@ def c_efe(kernel: ctypes.CDLL, parameters: list[torch.Tensor], image: torch.Tens
     pointers = (ctypes.c_void_p * len(parameters))(*[p.data_ptr() for p in parameters])
     planes, rgb = (None, image.data_ptr()) if interleaved else (image.data_ptr(), None)
     if kernel.efe(planes, rgb, x_r_low.data_ptr(), batch, image_height, image_width, height, width,
-                  *[w.data_ptr() for w in weights], pointers, scratch.data_ptr(), strip_rows, threads):
+                  *[w.data_ptr() for w in weights], pointers, scratch.data_ptr(), strip_rows, pixel_bytes,
+                  threads):
         raise MemoryError("cpu_kernel.efe: out of memory for its row buffers")
     return x_r_low
 
@@ -309,24 +312,25 @@ def c_enhance(kernel: ctypes.CDLL, x: torch.Tensor, x_r_low: torch.Tensor, crop:
     weights = [*upsampling_weights(x_r_low.shape[-2], crop[0], x.shape[-2]),
                *upsampling_weights(x_r_low.shape[-1], crop[1], x.shape[-1])]
     kernel.enhance(x.data_ptr(), enhanced.data_ptr(), x_r.data_ptr(), None, None, x_r_low.data_ptr(),
-                   wide.data_ptr(), *x.shape, *x_r_low.shape[-2:], *[w.data_ptr() for w in weights], threads)
+                   wide.data_ptr(), *x.shape, *x_r_low.shape[-2:], *[w.data_ptr() for w in weights], 1, threads)
     return enhanced, x_r
 
 
 def c_enhance_uint8(kernel: ctypes.CDLL, rgb: torch.Tensor, x_r_low: torch.Tensor, crop: tuple[int, int],
                     threads: int) -> torch.Tensor:
-    """`c_enhance` from and to N x H x W x 3 uint8 RGB, rounded as files.to_uint8; x_r is not kept."""
-    batch, height, width, channels = rgb.shape
+    """`c_enhance` from and to N x H x W x 3 uint8 RGB (or x 4, RGBX, its X kept), rounded as files.to_uint8;
+    x_r is not kept."""
+    batch, height, width, pixel_bytes = rgb.shape
     x_r_low = x_r_low.contiguous()
-    if x_r_low.shape[:2] != (batch, channels) or not (0 < crop[0] <= height and 0 < crop[1] <= width):
+    if x_r_low.shape[:2] != (batch, 3) or not (0 < crop[0] <= height and 0 < crop[1] <= width):
         raise ValueError(f"cpu_kernel.enhance: x_r_low of shape {tuple(x_r_low.shape)} does not fit an image of "
                          f"shape {tuple(rgb.shape)}")
     enhanced = torch.empty_like(rgb)
-    wide = torch.empty(batch, x_r_low.shape[-2], width, channels)  # x_r upsampled along x, interleaved
+    wide = torch.zeros(batch, x_r_low.shape[-2], width, pixel_bytes)  # x_r upsampled along x, interleaved
     weights = [*upsampling_weights(x_r_low.shape[-2], crop[0], height),
                *upsampling_weights(x_r_low.shape[-1], crop[1], width)]
     if kernel.enhance(None, None, None, rgb.data_ptr(), enhanced.data_ptr(), x_r_low.data_ptr(), wide.data_ptr(),
-                      batch, channels, height, width, *x_r_low.shape[-2:], *[w.data_ptr() for w in weights],
+                      batch, 3, height, width, *x_r_low.shape[-2:], *[w.data_ptr() for w in weights], pixel_bytes,
                       threads):
         raise MemoryError("cpu_kernel.enhance: out of memory for its row buffers")
     return enhanced

@@ -431,6 +431,26 @@ def test_an_image_encoded_in_memory_is_the_file_streamed_to_disk(tmp_path, monke
     assert sorted(p.name for p in tmp_path.iterdir()) == [f"in_memory{suffix}", f"streamed{suffix}"]
 
 
+@pytest.mark.parametrize("suffix", [".jpg", ".png", ".webp", ".bmp", ".tif"])
+def test_rgbx_pixels_write_the_file_their_rgb_writes(tmp_path, suffix):
+    """PIL's own RGBX memory, read without a copy, is written as the same file as its RGB copy, in every format."""
+    Image.fromarray(dark((40, 30))).save(tmp_path / "in.png")
+    rgbx = files.read_pixels(tmp_path / "in.png", rgbx=True)
+    rgb = files.read_pixels(tmp_path / "in.png")
+    assert rgbx.shape == (30, 40, 4) and not rgbx.flags.writeable and np.array_equal(rgbx[..., :3], rgb)
+    write_image(rgbx, tmp_path / f"rgbx{suffix}")
+    write_image(rgb, tmp_path / f"rgb{suffix}")
+    assert (tmp_path / f"rgbx{suffix}").read_bytes() == (tmp_path / f"rgb{suffix}").read_bytes()
+
+
+@pytest.mark.parametrize("mode, size", [("L", (40, 30)), ("P", (40, 30)), ("I;16", (40, 30)), ("RGB", (2100, 2100))],
+                         ids=["gray", "palette", "16-bit", "above one 16 MB block"])
+def test_rgbx_reading_falls_back_to_a_copy_where_pil_cannot_hand_its_memory_out(tmp_path, mode, size):
+    Image.new(mode, size, 7).save(tmp_path / "in.png")
+    assert np.array_equal(files.read_pixels(tmp_path / "in.png", rgbx=True), files.read_pixels(tmp_path / "in.png"))
+    assert files.read_pixels(tmp_path / "in.png", rgbx=True).shape[-1] == 3
+
+
 def test_outputs_get_the_usual_file_permissions(tmp_path):
     umask = os.umask(0o022)
     os.umask(umask)

@@ -211,6 +211,22 @@ def test_uint8_path_writes_what_the_float_path_rounds_to(shape):
     assert (got.int() - fallback.int()).abs().max() <= 1
 
 
+@requires_compiler
+@pytest.mark.parametrize("shape", [(2, 203, 301), (1, 5, 7), (1, 900, 1200)])
+def test_rgbx_in_gives_the_rgb_result_and_keeps_x(shape):
+    """PIL's own layout, 4 bytes a pixel: the C kernel reads and writes it as it is."""
+    net = random_net(0.2)
+    rgb = torch.randint(0, 256, (*shape, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
+    x = torch.randint(0, 256, (*shape, 1), dtype=torch.uint8, generator=torch.Generator().manual_seed(2))
+    with torch.inference_mode():
+        expected = inference.enhance_uint8(net, rgb)
+        got = inference.enhance_uint8(net, torch.cat([rgb, x], dim=-1))
+        fallback = inference.enhance_uint8(net, torch.cat([rgb, x], dim=-1), c_kernel=False)
+    assert got.shape == (*shape, 4)
+    assert torch.equal(got[..., :3], expected) and torch.equal(got[..., 3:], x)
+    assert fallback.shape == (*shape, 3) and (fallback.int() - expected.int()).abs().max() <= 1
+
+
 def test_uint8_input_of_another_layout_is_refused():
-    with pytest.raises(ValueError, match="N x H x W x 3 uint8"):
+    with pytest.raises(ValueError, match=r"N x H x W x 3 \(or 4\) uint8"):
         inference.enhance_uint8(random_net(), torch.zeros(1, 3, 8, 8, dtype=torch.uint8))
