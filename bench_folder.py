@@ -5,8 +5,9 @@
 
 Speed: `python test.py` in a fresh process, as a user runs it, on a short and a long folder of the same generated
 dark JPEGs; the slope between the two is its cost per image with start-up excluded (median of --repeats, in
-turns). Beside it, the floor measured in the same run: decoding each JPEG and encoding the result as test.py does (PIL, quality 95) on one thread, with
-no enhancement.
+turns). Beside it, the floor measured in the same run: decoding each JPEG and encoding it again as test.py writes
+(PIL, quality 95) on one thread, with no enhancement; and decoding it and encoding the enhanced image test.py wrote
+for it, which costs the encoder more (brighter, more detail to code).
 Memory: test.py's peak RSS on one --huge x --huge PNG above its peak on a 64x64 one, beside the image's size as
 8-bit RGB.
 """
@@ -43,14 +44,17 @@ def dark_jpegs(folder: Path, n: int, width: int, height: int) -> list[Path]:
     return paths
 
 
-def codec_seconds(paths: list[Path]) -> float:
-    """Median seconds to decode one of `paths` and encode it again as test.py writes a JPEG, on this thread."""
+def codec_seconds(paths: list[Path], outputs: list[Path] | None = None) -> float:
+    """Median seconds to decode one of `paths` and encode as test.py writes a JPEG, on this thread: the decoded
+    image itself, or the image in its `outputs` file (decoded beforehand, not timed)."""
     times = []
-    for path in paths:
+    for path, output in zip(paths, outputs or paths):
+        with Image.open(output) as encoded:
+            encoded.load()
         start = time.perf_counter()
         with Image.open(path) as img:
             img.load()
-            img.save(io.BytesIO(), format="JPEG", **SAVE_OPTIONS["JPEG"])
+            (img if outputs is None else encoded).save(io.BytesIO(), format="JPEG", **SAVE_OPTIONS["JPEG"])
         times.append(time.perf_counter() - start)
     return statistics.median(times)
 
@@ -83,16 +87,19 @@ def speed_rows(weights: Path, work: Path, args) -> list[list[str]]:
     extra_images = args.images - len(list(short.iterdir()))
     runs = {"test.py --batch_size 1 --num_workers 0": ["--batch_size", "1", "--num_workers", "0"],
             "test.py (defaults)": []}
-    slopes, floors = {label: [] for label in runs}, []
+    slopes, floors, output_floors = {label: [] for label in runs}, [], []
     for _ in range(args.repeats):  # every run in turns, so that the machine's slow spells fall on all of them
         for label, extra in runs.items():
             seconds = [run_test_script(weights, source, work / "out", extra, args.threads)
                        for source in (short, work / "in")]
             slopes[label].append((seconds[1] - seconds[0]) / max(extra_images, 1))
             floors.append(codec_seconds(paths))
-    floor = statistics.median(floors)
+            output_floors.append(codec_seconds(paths, [work / "out" / path.name for path in paths]))
+    floor, output_floor = statistics.median(floors), statistics.median(output_floors)
     return [[f"{args.images} x {args.size} JPEG", label, f"{statistics.median(s) * 1e3:.2f} ms/image",
-             f"{floor * 1e3:.2f} ms/image", f"{statistics.median(s) / floor:.2f}x"] for label, s in slopes.items()]
+             f"{floor * 1e3:.2f} ms/image", f"{statistics.median(s) / floor:.2f}x",
+             f"{output_floor * 1e3:.2f} ms/image", f"{statistics.median(s) / output_floor:.2f}x"]
+            for label, s in slopes.items()]
 
 
 def memory_row(weights: Path, work: Path, args) -> list[str]:
@@ -108,7 +115,7 @@ def memory_row(weights: Path, work: Path, args) -> list[str]:
     image_mb = side * side * 3 / 2**20
     return [f"1 x {side}x{side} PNG", "test.py (defaults), peak RSS above a 64x64 run",
             f"{peaks['huge'] - peaks['tiny']:.0f} MiB", f"{image_mb:.0f} MiB (the image, 8-bit RGB)",
-            f"{(peaks['huge'] - peaks['tiny']) / image_mb:.2f}x"]
+            f"{(peaks['huge'] - peaks['tiny']) / image_mb:.2f}x", "", ""]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -137,7 +144,8 @@ def main(argv: list[str] | None = None) -> None:
             (work / "memory").mkdir()
             rows.append(memory_row(weights, work / "memory", args))
     print(f"\n{metrics.cpu_name()}, test.py with OMP_NUM_THREADS={args.threads}, torch {torch.__version__}")
-    print("| input | run | test.py | floor | test.py / floor |\n| --- | --- | --- | --- | --- |")
+    print("| input | run | test.py | floor | test.py / floor | floor, encoding test.py's output | test.py / that |\n"
+          "| --- | --- | --- | --- | --- | --- | --- |")
     for row in rows:
         print("| " + " | ".join(row) + " |")
 

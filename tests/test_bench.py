@@ -46,6 +46,8 @@ def test_bench_folder_prints_test_py_beside_the_codec_floor_and_memory_beside_th
                                          ["4 x 40x30 JPEG", "test.py (defaults)"],
                                          ["1 x 256x256 PNG", "test.py (defaults), peak RSS above a 64x64 run"]]
     assert all(float(row[3].split()[0]) > 0 for row in rows[:2])  # the codec floor, per image
+    assert all(float(row[5].split()[0]) > 0 and row[6].endswith("x") for row in rows[:2])  # on test.py's outputs
+    assert rows[2][5:] == ["", ""]
     assert all(row[4].endswith("x") and float(row[2].split()[0]) == float(row[2].split()[0]) for row in rows)
     assert rows[2][3] == "0 MiB (the image, 8-bit RGB)"  # 256 x 256 x 3 bytes, rounded
 

@@ -303,6 +303,7 @@ def test_bench_video_runs_tiny(capsys):
     row = next(line for line in out.splitlines() if line.startswith("| 64x48, 0.2 s | 6 |"))
     cells = [cell.strip() for cell in row.strip("|").split("|")]
     assert float(cells[4]) > 0 and cells[5].endswith("x")  # the plain transcode's fps, and streaming over it
+    assert float(cells[6]) > 0 and cells[7].endswith("x")  # the same, transcoding the enhanced output
     assert "peak RSS at 64x48" in out
     assert ("| light, 1.png | " in out) == (SHARED / "weights").is_dir()
 
