@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+import inference
 import metrics
 from clips import FPS, brightness_flicker, decoded, flicker_frames, moving_frames, write_clip
 from files import to_uint8
@@ -189,6 +190,7 @@ def main(argv: list[str] | None = None) -> None:
 def run(args: argparse.Namespace) -> None:
     torch.manual_seed(0)
     model = load_enhance_net(args.weights) if args.weights.is_file() else EnhanceNet().eval()
+    inference.settle_for_streaming()  # as test.py runs videos
     cpu = metrics.cpu_name()
     print(f"machine: {cpu}, {torch.get_num_threads()} torch threads, PyAV {av.__version__} "
           f"(FFmpeg {av.ffmpeg_version_info}), torch {torch.__version__}")

@@ -127,7 +127,7 @@ def run(args: argparse.Namespace) -> int:
     # The C kernel is built (about 2 s, once per machine) before the clock starts: not model time.
     c_kernel = device.type == "cpu" and inference.library() is not None
     one_per_thread = c_kernel and not args.compile and args.num_workers > 0
-    inference.keep_freed_memory()
+    inference.settle_for_streaming()
     start = time.perf_counter()
     with torch.inference_mode():
         if one_per_thread:  # each worker decodes, enhances on one core and encodes its own images
