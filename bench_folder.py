@@ -20,6 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -59,6 +60,15 @@ def codec_seconds(paths: list[Path], outputs: list[Path] | None = None) -> float
     return statistics.median(times)
 
 
+def codec_wall_seconds(paths: list[Path], threads: int) -> float:
+    """Wall seconds per image to decode and encode again each of `paths`, as `codec_seconds`, on `threads` threads:
+    what the cores give the codec alone, with no network."""
+    start = time.perf_counter()
+    with ThreadPoolExecutor(threads) as pool:
+        list(pool.map(lambda path: codec_seconds([path]), paths))
+    return (time.perf_counter() - start) / len(paths)
+
+
 def run_test_script(weights: Path, input_dir: Path, test_dir: Path, extra: list[str], threads: int,
                     measure: str = "seconds") -> float:
     """Wall seconds of `python test.py` on `input_dir` in a fresh process, or (`measure="peak_mb"`) its peak RSS."""
@@ -87,7 +97,7 @@ def speed_rows(weights: Path, work: Path, args) -> list[list[str]]:
     extra_images = args.images - len(list(short.iterdir()))
     runs = {"test.py --batch_size 1 --num_workers 0": ["--batch_size", "1", "--num_workers", "0"],
             "test.py (defaults)": []}
-    slopes, floors, output_floors = {label: [] for label in runs}, [], []
+    slopes, floors, output_floors, codec_walls = {label: [] for label in runs}, [], [], []
     for _ in range(args.repeats):  # every run in turns, so that the machine's slow spells fall on all of them
         for label, extra in runs.items():
             seconds = [run_test_script(weights, source, work / "out", extra, args.threads)
@@ -95,11 +105,16 @@ def speed_rows(weights: Path, work: Path, args) -> list[list[str]]:
             slopes[label].append((seconds[1] - seconds[0]) / max(extra_images, 1))
             floors.append(codec_seconds(paths))
             output_floors.append(codec_seconds(paths, [work / "out" / path.name for path in paths]))
+            codec_walls.append(codec_wall_seconds(paths, args.threads))
     floor, output_floor = statistics.median(floors), statistics.median(output_floors)
-    return [[f"{args.images} x {args.size} JPEG", label, f"{statistics.median(s) * 1e3:.2f} ms/image",
+    rows = [[f"{args.images} x {args.size} JPEG", label, f"{statistics.median(s) * 1e3:.2f} ms/image",
              f"{floor * 1e3:.2f} ms/image", f"{statistics.median(s) / floor:.2f}x",
              f"{output_floor * 1e3:.2f} ms/image", f"{statistics.median(s) / output_floor:.2f}x"]
             for label, s in slopes.items()]
+    codec_wall = statistics.median(codec_walls)
+    return rows + [[f"{args.images} x {args.size} JPEG", f"decode + encode alone, no network, threads: {args.threads}",
+                    f"{codec_wall * 1e3:.2f} ms/image", f"{floor * 1e3:.2f} ms/image", f"{codec_wall / floor:.2f}x",
+                    "", ""]]
 
 
 def memory_row(weights: Path, work: Path, args) -> list[str]:

@@ -44,12 +44,13 @@ def test_bench_folder_prints_test_py_beside_the_codec_floor_and_memory_beside_th
     rows = [[cell.strip() for cell in line.strip("|").split("|")] for line in table]
     assert [row[:2] for row in rows] == [["4 x 40x30 JPEG", "test.py --batch_size 1 --num_workers 0"],
                                          ["4 x 40x30 JPEG", "test.py (defaults)"],
+                                         ["4 x 40x30 JPEG", "decode + encode alone, no network, threads: 1"],
                                          ["1 x 256x256 PNG", "test.py (defaults), peak RSS above a 64x64 run"]]
-    assert all(float(row[3].split()[0]) > 0 for row in rows[:2])  # the codec floor, per image
+    assert all(float(row[3].split()[0]) > 0 for row in rows[:3])  # the codec floor, per image
     assert all(float(row[5].split()[0]) > 0 and row[6].endswith("x") for row in rows[:2])  # on test.py's outputs
-    assert rows[2][5:] == ["", ""]
+    assert rows[2][5:] == rows[3][5:] == ["", ""]
     assert all(row[4].endswith("x") and float(row[2].split()[0]) == float(row[2].split()[0]) for row in rows)
-    assert rows[2][3] == "0 MiB (the image, 8-bit RGB)"  # 256 x 256 x 3 bytes, rounded
+    assert rows[3][3] == "0 MiB (the image, 8-bit RGB)"  # 256 x 256 x 3 bytes, rounded
 
 
 def test_reference_path_is_eq1_on_the_upsampled_factor():
