@@ -5,9 +5,10 @@
 
 Speed: `python test.py` in a fresh process, as a user runs it, on a short and a long folder of the same generated
 dark JPEGs; the slope between the two is its cost per image with start-up excluded (median of --repeats, in
-turns). Beside it, the floor measured in the same run: decoding each JPEG and encoding it again as test.py writes
-(PIL, quality 95) on one thread, with no enhancement; and decoding it and encoding the enhanced image test.py wrote
-for it, which costs the encoder more (brighter, more detail to code).
+turns). Beside it, the floor measured in the same run and timed the same way (wall time over the folder):
+decoding each JPEG and encoding it again as test.py writes (PIL, quality 95) on one thread, with no enhancement;
+decoding it and encoding the enhanced image test.py wrote for it, which costs the encoder more (brighter, more
+detail to code); and the first on test.py's thread count, what the cores give the codec alone.
 Memory: test.py's peak RSS on one --huge x --huge PNG above its peak on a 64x64 one, beside the image's size as
 8-bit RGB.
 """
@@ -45,27 +46,21 @@ def dark_jpegs(folder: Path, n: int, width: int, height: int) -> list[Path]:
     return paths
 
 
-def codec_seconds(paths: list[Path], outputs: list[Path] | None = None) -> float:
-    """Median seconds to decode one of `paths` and encode as test.py writes a JPEG, on this thread: the decoded
-    image itself, or the image in its `outputs` file (decoded beforehand, not timed)."""
-    times = []
-    for path, output in zip(paths, outputs or paths):
-        with Image.open(output) as encoded:
-            encoded.load()
-        start = time.perf_counter()
-        with Image.open(path) as img:
+def codec_seconds(paths: list[Path], outputs: list[Path] | None = None, threads: int = 1) -> float:
+    """Wall seconds per image to decode each of `paths` and encode as test.py writes a JPEG, timed over the whole
+    folder as test.py's own cost is: the decoded image itself, or the image in its `outputs` file (decoded
+    beforehand, not timed); on `threads` threads."""
+    encoded = [Image.open(path) for path in outputs] if outputs else None
+    for image in encoded or []:
+        image.load()
+
+    def one(i: int) -> None:
+        with Image.open(paths[i]) as img:
             img.load()
-            (img if outputs is None else encoded).save(io.BytesIO(), format="JPEG", **SAVE_OPTIONS["JPEG"])
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
-def codec_wall_seconds(paths: list[Path], threads: int) -> float:
-    """Wall seconds per image to decode and encode again each of `paths`, as `codec_seconds`, on `threads` threads:
-    what the cores give the codec alone, with no network."""
+            (encoded[i] if encoded else img).save(io.BytesIO(), format="JPEG", **SAVE_OPTIONS["JPEG"])
     start = time.perf_counter()
     with ThreadPoolExecutor(threads) as pool:
-        list(pool.map(lambda path: codec_seconds([path]), paths))
+        list(pool.map(one, range(len(paths))))
     return (time.perf_counter() - start) / len(paths)
 
 
@@ -105,7 +100,7 @@ def speed_rows(weights: Path, work: Path, args) -> list[list[str]]:
             slopes[label].append((seconds[1] - seconds[0]) / max(extra_images, 1))
             floors.append(codec_seconds(paths))
             output_floors.append(codec_seconds(paths, [work / "out" / path.name for path in paths]))
-            codec_walls.append(codec_wall_seconds(paths, args.threads))
+            codec_walls.append(codec_seconds(paths, threads=args.threads))
     floor, output_floor = statistics.median(floors), statistics.median(output_floors)
     rows = [[f"{args.images} x {args.size} JPEG", label, f"{statistics.median(s) * 1e3:.2f} ms/image",
              f"{floor * 1e3:.2f} ms/image", f"{statistics.median(s) / floor:.2f}x",
