@@ -10,9 +10,8 @@
 
    Tensors are float32, contiguous, N x C x H x W, or 8-bit interleaved RGB, N x H x W x pixel_bytes, where the u8
    pointers are given: RGB (3 bytes a pixel, what decoders give and encoders take) or RGBX (4, PIL's own memory),
-   so no float copy of the image is made. Work is shared among
-   `threads` OpenMP threads (one thread when built without OpenMP); in a process that has loaded PyTorch they are
-   PyTorch's own OpenMP threads. */
+   so no float copy of the image is made. Work is shared among `threads` OpenMP threads (one thread when built
+   without OpenMP); in a process that has loaded PyTorch they are PyTorch's own OpenMP threads. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -185,8 +184,8 @@ INLINE void resample_row(const float *restrict above, const float *restrict belo
 
 /* The EFE on a batch of 3 x image_height x image_width images, each first resized bilinearly to height x width.
    The images are float32 planes in `image`, or, where `image_u8` is not NULL, interleaved 8-bit RGB
-   (N x H x W x pixel_bytes) read as v / 255. row_* and col_* give each small row's and column's two source indices and the weight of the
-   second.
+   (N x H x W x pixel_bytes) read as v / 255. row_* and col_* give each small row's and column's two source
+   indices and the weight of the second.
    `parameters`: for each of the 7 blocks, its depthwise weight and bias, then its pointwise weight and bias
    (EnhanceNet.parameters() order).
    The small image is done in strips of `strip_rows` rows, each with the LAYERS rows above and below it that the
@@ -324,7 +323,7 @@ INLINE void enhance_rgb_row(const unsigned char *restrict rgb, unsigned char *re
    x -> out with x_r into `factor`, `wide` holding each channel's rows apart (batch x channels x low_height x
    width); or, where `x_u8` is not NULL, interleaved 8-bit pixels x_u8 -> out_u8 (N x H x W x pixel_bytes, rounded
    as enhance_rgb_row), with `wide` interleaved alike (batch x low_height x width x pixel_bytes, zero where
-   pixel_bytes > channels, so RGBX's X comes out as it went in) and x_r not kept. Returns 0, or -1 when a thread's
+   pixel_bytes > channels, so that RGBX's X comes out as it went in) and x_r not kept. Returns 0, or -1 when a thread's
    row buffer could not be allocated. */
 MULTIVERSION
 int enhance(const float *x, float *out, float *factor, const unsigned char *x_u8, unsigned char *out_u8,
@@ -350,6 +349,9 @@ int enhance(const float *x, float *out, float *factor, const unsigned char *x_u8
             float *target = x_u8 ? wide + (n * low_height + y) * values + c : wide + row * width;
             widen_row(low + row * low_width, col_left, col_right, col_lambda, width, x_u8 ? pixel_bytes : 1,
                       target);
+            for (int pad = channels; x_u8 && c == 0 && pad < pixel_bytes; pad++)
+                for (int i = 0; i < width; i++)
+                    target[(long)i * pixel_bytes + pad] = 0.0f;
         }
 #pragma omp for schedule(static)
         for (long row = 0; row < (long)batch * height; row++) {
