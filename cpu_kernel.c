@@ -16,8 +16,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* One build runs well on any x86-64 machine: the loader picks the widest vector code the CPU has. */
-#if defined(__x86_64__) && defined(__linux__)
+/* One build runs well on any x86-64 machine: the loader picks the widest vector code the CPU has. GCC only: clang
+   14 exports the clones under other names (efe.ifunc, not efe), so a clang build is one plain version. */
+#if defined(__x86_64__) && defined(__linux__) && !defined(__clang__)
 #define MULTIVERSION __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 #else
 #define MULTIVERSION

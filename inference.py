@@ -250,14 +250,17 @@ def library() -> ctypes.CDLL | None:
             if not path.is_file():
                 build(path, flags)
             kernel = ctypes.CDLL(str(path))
+            kernel.efe.argtypes, kernel.efe.restype = EFE_ARGUMENTS, ctypes.c_int
+            kernel.enhance.argtypes, kernel.enhance.restype = ENHANCE_ARGUMENTS, ctypes.c_int
         except subprocess.CalledProcessError as e:
             errors.append((e.stderr.decode(errors="replace").strip().splitlines() or ["failed"])[-1])
             continue
         except (OSError, RuntimeError, subprocess.SubprocessError) as e:  # RuntimeError: Path.home() unknown
             errors.append(str(e))
             break
-        kernel.efe.argtypes, kernel.efe.restype = EFE_ARGUMENTS, ctypes.c_int
-        kernel.enhance.argtypes, kernel.enhance.restype = ENHANCE_ARGUMENTS, ctypes.c_int
+        except AttributeError as e:  # built, but without the functions under their names
+            errors.append(str(e))
+            break
         return kernel
     tqdm.write(f"warning: could not build {SOURCE.name} ({errors[-1]}); inference uses its slower PyTorch path on "
                "this CPU (install a C compiler: README, Install)", file=sys.stderr)

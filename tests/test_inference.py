@@ -139,6 +139,20 @@ def test_the_kernel_is_built_once_into_the_cache(fresh_cache):
     assert list(fresh_cache.iterdir()) == built and built[0].stat().st_mtime_ns == stamp
 
 
+@requires_compiler
+def test_a_build_without_the_kernels_functions_falls_back_with_one_line(fresh_cache, monkeypatch, capsys, tmp_path):
+    """As clang 14's builds were, exporting the multiversioned functions under other names."""
+    empty = tmp_path / "cpu_kernel.c"
+    empty.write_text("int not_the_kernel;\n")
+    monkeypatch.setattr(inference, "SOURCE", empty)
+    assert inference.library() is None
+    err = capsys.readouterr().err
+    assert "undefined symbol: efe" in err and "slower PyTorch path" in err and "Traceback" not in err
+    net = random_net(0.2)
+    with torch.inference_mode():
+        assert inference.enhance(net, torch.rand(1, 3, 24, 36))[0].shape == (1, 3, 24, 36)
+
+
 def test_without_a_compiler_it_says_so_once_and_pytorch_gives_the_same_result(fresh_cache, monkeypatch, capsys):
     monkeypatch.setenv("CC", str(fresh_cache / "no-such-compiler"))
     assert inference.library() is None
