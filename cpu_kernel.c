@@ -324,8 +324,8 @@ INLINE void enhance_rgb_row(const unsigned char *restrict rgb, unsigned char *re
    x -> out with x_r into `factor`, `wide` holding each channel's rows apart (batch x channels x low_height x
    width); or, where `x_u8` is not NULL, interleaved 8-bit pixels x_u8 -> out_u8 (N x H x W x pixel_bytes, rounded
    as enhance_rgb_row), with `wide` interleaved alike (batch x low_height x width x pixel_bytes, zero where
-   pixel_bytes > channels, so that RGBX's X comes out as it went in) and x_r not kept. Returns 0, or -1 when a thread's
-   row buffer could not be allocated. */
+   pixel_bytes > channels, so that RGBX's X comes out as it went in) and x_r not kept; pixel_bytes is only read
+   then. Returns 0, or -1 when a thread's row buffer could not be allocated. */
 MULTIVERSION
 int enhance(const float *x, float *out, float *factor, const unsigned char *x_u8, unsigned char *out_u8,
             const float *low, float *wide, int batch, int channels, int height, int width, int low_height,
@@ -350,9 +350,10 @@ int enhance(const float *x, float *out, float *factor, const unsigned char *x_u8
             float *target = x_u8 ? wide + (n * low_height + y) * values + c : wide + row * width;
             widen_row(low + row * low_width, col_left, col_right, col_lambda, width, x_u8 ? pixel_bytes : 1,
                       target);
-            for (int pad = channels; x_u8 && c == 0 && pad < pixel_bytes; pad++)
+            if (x_u8 && c == 0) /* this row's padding slots, past its channels */
                 for (int i = 0; i < width; i++)
-                    target[(long)i * pixel_bytes + pad] = 0.0f;
+                    for (int pad = channels; pad < pixel_bytes; pad++)
+                        target[(long)i * pixel_bytes + pad] = 0.0f;
         }
 #pragma omp for schedule(static)
         for (long row = 0; row < (long)batch * height; row++) {

@@ -70,7 +70,7 @@ def low_resolution_factor(net: EnhanceNet, x: torch.Tensor, c_kernel: bool = Tru
     uint8 one: in C on a CPU where it can run (on `threads` threads, else torch's count), else in PyTorch."""
     if type(net) is not EnhanceNet:
         raise TypeError(f"inference runs model.EnhanceNet, not {type(net).__name__}: call the network itself")
-    planes = x[..., :3].permute(0, 3, 1, 2) if x.dtype == torch.uint8 else x
+    planes = rgb_planes(x) if x.dtype == torch.uint8 else x
     parameters = list(net.parameters())
     on_cpu = x.device.type == "cpu" and (x.dtype in (torch.uint8, torch.float32))
     kernel = kernel_for(*parameters) if c_kernel and on_cpu and net.conv_type == "dsc" else None
@@ -95,16 +95,21 @@ def enhance_uint8(net: EnhanceNet, rgb: torch.Tensor, x_r_low: torch.Tensor | No
     kernel = kernel_for(x_r_low) if c_kernel and rgb.device.type == "cpu" else None
     if kernel is None:
         return through_floats(lambda x: enhance(net, x, x_r_low, c_kernel), rgb)
-    return c_enhance_uint8(kernel, rgb, x_r_low, net.crop_size(rgb[..., :3].permute(0, 3, 1, 2)),
+    return c_enhance_uint8(kernel, rgb, x_r_low, net.crop_size(rgb_planes(rgb)),
                            threads or torch.get_num_threads())
 
 
 def through_floats(forward, rgb: torch.Tensor) -> torch.Tensor:
     """An N x H x W x 3 image (uint8, or float32 in [0, 1]; or uint8 RGBX, x 4) through `forward`, which maps
     Nx3xHxW floats to (enhanced, _), back as N x H x W x 3 uint8 rounded by files.to_uint8."""
-    x = rgb[..., :3].permute(0, 3, 1, 2)
+    x = rgb_planes(rgb)
     x = x.float().div_(255) if x.dtype == torch.uint8 else x
     return to_uint8(forward(x)[0]).permute(0, 2, 3, 1).contiguous()
+
+
+def rgb_planes(rgb: torch.Tensor) -> torch.Tensor:
+    """An N x H x W x 3 image, or x 4 (RGBX), as an N x 3 x H x W view (X left out), no copy."""
+    return rgb[..., :3].permute(0, 3, 1, 2)
 
 
 def banded_enhance(net: EnhanceNet, x: torch.Tensor, x_r_low: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -288,7 +293,7 @@ def check_efe_parameters(parameters: list[torch.Tensor]) -> None:
 def c_efe(kernel: ctypes.CDLL, parameters: list[torch.Tensor], image: torch.Tensor, crop: tuple[int, int],
           size: tuple[int, int], threads: int, strip_rows: int | None = None) -> torch.Tensor:
     """The EFE's output x_r_low (N x 3 x h x w) on the top-left `crop` of an N x 3 x H x W float image (or an
-    N x H x W x 3 uint8 one) resized bilinearly to size (h, w), with align_corners=False as EnhanceNet.downscale;
+    N x H x W x 3 or x 4 uint8 one) resized bilinearly to size (h, w), with align_corners=False as EnhanceNet.downscale;
     `parameters` are a "dsc" EnhanceNet's. The kernel works on strips of `strip_rows` rows of the small image
     (default: what fits SCRATCH_BYTES); the result is the same for any."""
     check_efe_parameters(parameters)
@@ -325,7 +330,8 @@ def c_enhance(kernel: ctypes.CDLL, x: torch.Tensor, x_r_low: torch.Tensor, crop:
     weights = [*upsampling_weights(x_r_low.shape[-2], crop[0], x.shape[-2]),
                *upsampling_weights(x_r_low.shape[-1], crop[1], x.shape[-1])]
     kernel.enhance(x.data_ptr(), enhanced.data_ptr(), x_r.data_ptr(), None, None, x_r_low.data_ptr(),
-                   wide.data_ptr(), *x.shape, *x_r_low.shape[-2:], *[w.data_ptr() for w in weights], 1, threads)
+                   wide.data_ptr(), *x.shape, *x_r_low.shape[-2:], *[w.data_ptr() for w in weights],
+                   x.shape[1], threads)  # pixel_bytes, which only the uint8 path reads
     return enhanced, x_r
 
 
