@@ -10,10 +10,12 @@ through the float path. What is in flight is bounded in images and in pixels, so
 few of them at a time, not a queue's worth.
 """
 import sys
+import threading
 import time
 import warnings
 from collections import deque
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from pathlib import Path
 
@@ -55,6 +57,26 @@ class InlineExecutor(Executor):
         except Exception as e:
             future.set_exception(e)
         return future
+
+
+class PixelBudget:
+    """At most `limit` pixels held at once by the threads that share it, or one image, however large."""
+
+    def __init__(self, limit: int):
+        self.limit, self.held, self.changed = limit, 0, threading.Condition()
+
+    @contextmanager
+    def holding(self, pixels: int):
+        """Hold `pixels` for the block, first waiting while other holders leave too few of the limit."""
+        with self.changed:
+            self.changed.wait_for(lambda: self.held == 0 or self.held + pixels <= self.limit)
+            self.held += pixels
+        try:
+            yield
+        finally:
+            with self.changed:
+                self.held -= pixels
+                self.changed.notify_all()
 
 
 def worker_pool(num_workers: int) -> Executor:
@@ -137,17 +159,21 @@ def enhance_images(enhance: Enhancer, plan: dict[Path, Path], batch_size: int,
 def enhance_each(enhance: Enhancer, plan: dict[Path, Path], num_workers: int) -> tuple[int, list[str], float]:
     """`enhance_images` for a CPU: each of `num_workers` threads takes one image at a time through decoding, the
     network (give it a one-thread `enhance`) and encoding, so the cores stay busy with no hand-offs and no
-    barriers between threads that wait on each other; an image is in memory only while its thread works on it.
-    Returns what `enhance_images` does."""
+    barriers between threads that wait on each other; an image is in memory only while its thread works on it,
+    and a thread waits to start one while the others hold PIXELS_IN_FLIGHT pixels. Returns what
+    `enhance_images` does."""
+    budget = PixelBudget(PIXELS_IN_FLIGHT)
+
     @torch.inference_mode()  # per thread: the caller's mode does not reach the workers
     def process(src: Path) -> float:
-        x = stacked([read_pixels(src, rgbx=True)])
-        start = time.perf_counter()
-        enhanced = enhance(x)[0].numpy()
-        seconds = time.perf_counter() - start
-        del x
-        write_image(enhanced, plan[src])
-        return seconds
+        with budget.holding(header_pixels(src)):
+            x = stacked([read_pixels(src, rgbx=True)])
+            start = time.perf_counter()
+            enhanced = enhance(x)[0].numpy()
+            seconds = time.perf_counter() - start
+            del x
+            write_image(enhanced, plan[src])
+            return seconds
 
     skipped, model_seconds, pending = [], [], deque()
 

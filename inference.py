@@ -137,6 +137,11 @@ def banded_enhance(net: EnhanceNet, x: torch.Tensor, x_r_low: torch.Tensor) -> t
     return enhanced, x_r
 
 
+def usable_cores() -> int:
+    """The CPU cores this process may run on (its affinity mask where the OS has one, else all of them)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def pick_device(name: str | None) -> torch.device:
     """The device a --device flag names: "auto" or None is CUDA when available, else the CPU.
 

@@ -71,10 +71,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="auto picks CUDA when available (default: auto)")
     parser.add_argument("--batch_size", type=int, default=8,
                         help="video frames, and on a GPU images of the same size, enhanced together (default: 8)")
-    parser.add_argument("--num_workers", type=int, default=2,
+    workers = inference.usable_cores() + 1  # one more than the cores: it runs while another holds Python's lock
+    parser.add_argument("--num_workers", type=int, default=workers,
                         help="on a CPU, threads that each take images through decoding, the network and encoding; "
                              "on a GPU, threads that decode and encode beside it; 0 does it all in one thread "
-                             "(default: 2)")
+                             f"(default: the cores this process may use, plus one: {workers} here)")
     parser.add_argument("--compile", action="store_true",
                         help="torch.compile the network's plain path, for GPUs and long runs of one image size; on a "
                              "CPU the default C path is faster, and compiling takes minutes for every new image "

@@ -29,7 +29,7 @@ from tqdm import tqdm
 from dataloader import DataError, LowLightDataset
 from loss import LOSS_FORMS, WEIGHTS, SGZLoss
 from files import extract_state_dict, read_checkpoint, remove_temporaries, write_atomically
-from inference import pick_device
+from inference import pick_device, usable_cores
 from model import EnhanceNet, init_weights, load_enhance_net
 from segmentation import BN_MODES, USS, SegWeightsError
 
@@ -49,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     a("--grad_clip_norm", type=float, default=0.1, help="gradient-norm clip (default: 0.1, authors' code)")
     a("--num_epochs", type=int, default=100, help="epochs (default: 100, authors' code)")
     a("--train_batch_size", type=int, default=6, help="images per step and process (default: 6, authors' code)")
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    cores = usable_cores()
     a("--num_workers", type=int, default=min(4, cores), help="data-loading processes (default: 4 as the authors' "
       f"code, or the cores this process may use where fewer: {min(4, cores)} here)")
     a("--display_iter", type=int, default=10, help="log the losses every N steps (default: 10, authors' code)")

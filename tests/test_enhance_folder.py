@@ -2,6 +2,8 @@
 import os
 import subprocess
 import sys
+import threading
+import time
 import uuid
 from pathlib import Path
 
@@ -12,6 +14,7 @@ import torch
 from PIL import Image, TiffImagePlugin
 
 import files
+import images
 import inference
 import test as enhance_script
 from clips import moving_frames, write_clip
@@ -311,6 +314,43 @@ def test_batching_and_worker_threads_give_each_image_its_own_output(tmp_path, ra
         with torch.inference_mode():
             expected = to_uint8(net(x)[0][0]).permute(1, 2, 0).numpy().astype(np.int16)
         assert np.abs(np.asarray(Image.open(out / f"{i}.png"), dtype=np.int16) - expected).max() <= 1, i
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="needs an OS with CPU affinity (Linux)")
+def test_the_default_worker_count_is_the_cores_the_process_may_use_plus_one():
+    code = ("import os, test; os.sched_setaffinity(0, {min(os.sched_getaffinity(0))}); "
+            "print(test.parse_args([]).num_workers)")
+    pinned = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert pinned.stdout.split() == ["2"]
+    assert enhance_script.parse_args([]).num_workers == len(os.sched_getaffinity(0)) + 1
+
+
+def test_worker_threads_wait_rather_than_hold_more_pixels_than_the_budget(tmp_path, monkeypatch):
+    (tmp_path / "in").mkdir()
+    plan = {tmp_path / "in" / f"{i}.png": tmp_path / f"{i}.png" for i in range(7)}
+    for i, src in enumerate(plan):  # the last one alone is over the budget, and goes through on its own
+        Image.fromarray(dark((32, 24) if i < 6 else (96, 72), seed=i)).save(src)
+    monkeypatch.setattr(images, "PIXELS_IN_FLIGHT", 2 * 32 * 24)  # two of the small images
+    held, peak, lock = [0], [0], threading.Lock()
+
+    def slow_read(path, rgbx=False):
+        with lock:
+            held[0] += 1
+            peak[0] = max(peak[0], held[0])
+        time.sleep(0.05)  # every worker has time to start its own image
+        return files.read_pixels(path, rgbx)
+
+    def counted_write(array, path):
+        files.write_image(array, path)
+        with lock:
+            held[0] -= 1
+
+    monkeypatch.setattr(images, "read_pixels", slow_read)
+    monkeypatch.setattr(images, "write_image", counted_write)
+    done, skipped, _ = enhance_each(lambda x: x, plan, num_workers=4)
+    assert (done, skipped, peak[0]) == (7, [], 2)
+    for src, dst in plan.items():
+        assert np.array_equal(np.asarray(Image.open(dst)), np.asarray(Image.open(src)))
 
 
 def test_an_output_that_cannot_be_written_is_named_and_the_run_goes_on(tmp_path, random_weights, capsys):
