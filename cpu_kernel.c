@@ -43,6 +43,7 @@
 /* 8 floats, read and written at any float's address: GCC's and clang's vector extensions, which each target
    compiles to its own instructions (AVX2: one register; SSE2: two). */
 typedef float vector __attribute__((vector_size(32), aligned(4)));
+typedef int mask __attribute__((vector_size(32), aligned(4)));
 #define LANES 8
 #define TILE_VECTORS 2
 #define OUTPUT_BLOCK 4
@@ -108,6 +109,14 @@ INLINE void pointwise_tile(const float *restrict in, long in_stride, int in_chan
         for (int o = 0; o < outputs; o++)
             for (int v = 0; v < TILE_VECTORS; v++)
                 sum[o][v] += weight[o * in_channels + i] * x[v];
+    }
+    if (n == PIXEL_BLOCK && !last) { /* a whole tile: ReLU in the registers, stored straight */
+        for (int o = 0; o < outputs; o++)
+            for (int v = 0; v < TILE_VECTORS; v++) {
+                mask positive = sum[o][v] > 0.0f; /* false for NaN and -0: both give +0, as below */
+                *(vector *)(out + o * out_stride + v * LANES) = (vector)((mask)sum[o][v] & positive);
+            }
+        return;
     }
     float tile[OUTPUT_BLOCK][PIXEL_BLOCK];
     for (int o = 0; o < outputs; o++)
