@@ -306,35 +306,74 @@ INLINE void enhance_row(const float *restrict x, float *restrict out, float *res
     }
 }
 
+/* `values` floats, each y * 255 of an RIE result, rounded in place as files.to_uint8 does: clamp(y * 255 + 0.5,
+   0, 255), to be truncated. The product was rounded to float before, in its own loop: the compiler cannot fuse it
+   with the addition into one rounding (a fused multiply-add moves some values by one level). NaN gives 0. */
+INLINE void clamped_half_up(float *restrict scaled, long values)
+{
+    for (long i = 0; i < values; i++) {
+        float v = scaled[i] + 0.5f;
+        v = v > 0.0f ? v : 0.0f; /* NaN fails the test */
+        scaled[i] = v < 255.0f ? v : 255.0f;
+    }
+}
+
 /* One row of interleaved 8-bit RGB, `values` bytes, as enhance_row with the x_r rows interleaved alike: each value
-   v read as v / 255, and the result rounded as files.to_uint8 does: clamp(y * 255 + 0.5, 0, 255) truncated, the
-   product rounded to float before the addition. Each step is its own loop over `scaled` (`values` floats): the
-   compiler cannot fuse the product with the addition into one rounding (a fused multiply-add moves some values by
-   one level), and the clamp and the conversion to bytes vectorize better apart (together: 15% slower).
-   NaN gives 0. */
+   v read as v / 255, and the result rounded by clamped_half_up and truncated. Each step is its own loop over
+   `scaled` (`values` floats): the clamp and the conversion to bytes vectorize better apart (together: 15%
+   slower). */
 INLINE void enhance_rgb_row(const unsigned char *restrict rgb, unsigned char *restrict out,
                             const float *restrict top, const float *restrict bottom, float lambda, int values,
                             float *restrict scaled)
 {
     for (int i = 0; i < values; i++)
         scaled[i] = refined(rgb[i] / 255.0f, between(top[i], bottom[i], lambda)) * 255.0f;
-    for (int i = 0; i < values; i++) {
-        float v = scaled[i] + 0.5f;
-        v = v > 0.0f ? v : 0.0f; /* NaN fails the test */
-        scaled[i] = v < 255.0f ? v : 255.0f;
-    }
+    clamped_half_up(scaled, values);
     for (int i = 0; i < values; i++)
         out[i] = (unsigned char)(int)scaled[i];
+}
+
+/* Where channel c of an RGBX pixel lies in its 4 bytes read as one unsigned int. */
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+#define CHANNEL_SHIFT(c) (24 - 8 * (c))
+#else
+#define CHANNEL_SHIFT(c) (8 * (c))
+#endif
+
+/* One row of `width` RGBX pixels (PIL's own layout) as enhance_rgb_row, X kept: each pixel is read and written as
+   one 4-byte word, its channels taken apart and put back with shifts, and x_r comes as three planes (channel c's
+   row at c * plane floats from `top` and `bottom`), so every stream is contiguous and no work is spent on X.
+   `scaled` holds 3 * width floats. */
+INLINE void enhance_rgbx_row(const unsigned char *restrict rgbx, unsigned char *restrict out,
+                             const float *restrict top, const float *restrict bottom, long plane, float lambda,
+                             int width, float *restrict scaled)
+{
+    for (int x = 0; x < width; x++) {
+        unsigned int pixel;
+        memcpy(&pixel, rgbx + 4L * x, 4);
+        for (int c = 0; c < 3; c++)
+            scaled[(long)c * width + x] = refined(((pixel >> CHANNEL_SHIFT(c)) & 255u) / 255.0f,
+                                                  between(top[c * plane + x], bottom[c * plane + x], lambda)) * 255.0f;
+    }
+    clamped_half_up(scaled, 3L * width);
+    for (int x = 0; x < width; x++) {
+        unsigned int pixel;
+        memcpy(&pixel, rgbx + 4L * x, 4);
+        pixel &= 255u << CHANNEL_SHIFT(3);
+        for (int c = 0; c < 3; c++)
+            pixel |= (unsigned int)(int)scaled[(long)c * width + x] << CHANNEL_SHIFT(c);
+        memcpy(out + 4L * x, &pixel, 4);
+    }
 }
 
 /* RIE on a batch with x_r upsampled from the EFE's output `low` (batch x channels x low_height x low_width). First
    each row of `low` is upsampled along x into `wide`; then each output row interpolates two of those rows. row_*
    and col_* give each output row's and column's two source indices and the weight of the second. Float32 planes
-   x -> out with x_r into `factor`, `wide` holding each channel's rows apart (batch x channels x low_height x
-   width); or, where `x_u8` is not NULL, interleaved 8-bit pixels x_u8 -> out_u8 (N x H x W x pixel_bytes, rounded
-   as enhance_rgb_row), with `wide` interleaved alike (batch x low_height x width x pixel_bytes, zero where
-   pixel_bytes > channels, so that RGBX's X comes out as it went in) and x_r not kept; pixel_bytes is only read
-   then. Returns 0, or -1 when a thread's row buffer could not be allocated. */
+   x -> out with x_r into `factor`; or, where `x_u8` is not NULL, interleaved 8-bit pixels x_u8 -> out_u8
+   (N x H x W x pixel_bytes: 3, RGB, or 4, RGBX with its X kept; rounded as files.to_uint8), x_r not kept;
+   pixel_bytes is only read then. `wide` holds each channel's rows apart (batch x channels x low_height x width),
+   or for RGB interleaved as the pixels are (batch x low_height x width x channels). Returns 0, or -1 when a
+   thread's row buffer could not be allocated. */
 MULTIVERSION
 int enhance(const float *x, float *out, float *factor, const unsigned char *x_u8, unsigned char *out_u8,
             const float *low, float *wide, int batch, int channels, int height, int width, int low_height,
@@ -342,7 +381,8 @@ int enhance(const float *x, float *out, float *factor, const unsigned char *x_u8
             const int *col_right, const float *col_lambda, int pixel_bytes, int threads)
 {
     int failed = 0;
-    long values = (long)pixel_bytes * width; /* of one interleaved row */
+    int interleaved = x_u8 && pixel_bytes == channels; /* else planes, as the float path */
+    long values = (long)pixel_bytes * width, plane = (long)low_height * width; /* of one interleaved row */
 #pragma omp parallel num_threads(threads)
     {
         float *scaled = x_u8 ? malloc(values * sizeof(float)) : NULL;
@@ -356,13 +396,9 @@ int enhance(const float *x, float *out, float *factor, const unsigned char *x_u8
         for (long row = 0; row < (long)batch * channels * low_height; row++) {
             long n = row / (channels * low_height);
             int c = row / low_height % channels, y = row % low_height;
-            float *target = x_u8 ? wide + (n * low_height + y) * values + c : wide + row * width;
-            widen_row(low + row * low_width, col_left, col_right, col_lambda, width, x_u8 ? pixel_bytes : 1,
+            float *target = interleaved ? wide + (n * low_height + y) * values + c : wide + row * width;
+            widen_row(low + row * low_width, col_left, col_right, col_lambda, width, interleaved ? channels : 1,
                       target);
-            if (x_u8 && c == 0) /* this row's padding slots, past its channels */
-                for (int i = 0; i < width; i++)
-                    for (int pad = channels; pad < pixel_bytes; pad++)
-                        target[(long)i * pixel_bytes + pad] = 0.0f;
         }
 #pragma omp for schedule(static)
         for (long row = 0; row < (long)batch * height; row++) {
@@ -370,10 +406,15 @@ int enhance(const float *x, float *out, float *factor, const unsigned char *x_u8
                 continue;
             long n = row / height;
             int y = row % height;
-            if (x_u8)
+            if (interleaved)
                 enhance_rgb_row(x_u8 + row * values, out_u8 + row * values,
                                 wide + (n * low_height + row_top[y]) * values,
                                 wide + (n * low_height + row_bottom[y]) * values, row_lambda[y], values, scaled);
+            else if (x_u8)
+                enhance_rgbx_row(x_u8 + row * values, out_u8 + row * values,
+                                 ROW(wide, n, 0, row_top[y], channels, low_height, width),
+                                 ROW(wide, n, 0, row_bottom[y], channels, low_height, width), plane, row_lambda[y],
+                                 width, scaled);
             else
                 for (int c = 0; c < channels; c++)
                     enhance_row(ROW(x, n, c, y, channels, height, width), ROW(out, n, c, y, channels, height, width),

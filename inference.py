@@ -350,8 +350,9 @@ def c_enhance_uint8(kernel: ctypes.CDLL, rgb: torch.Tensor, x_r_low: torch.Tenso
         raise ValueError(f"cpu_kernel.enhance: x_r_low of shape {tuple(x_r_low.shape)} does not fit an image of "
                          f"shape {tuple(rgb.shape)}")
     enhanced = torch.empty_like(rgb)
-    # x_r upsampled along x, interleaved (torch.empty: a fill would start an OpenMP team in each worker thread)
-    wide = torch.empty(batch, x_r_low.shape[-2], width, pixel_bytes)
+    # x_r upsampled along x: interleaved for RGB, planes for RGBX (torch.empty: a fill would start an OpenMP team in
+    # each worker thread)
+    wide = torch.empty(batch, 3, x_r_low.shape[-2], width)
     weights = [*upsampling_weights(x_r_low.shape[-2], crop[0], height),
                *upsampling_weights(x_r_low.shape[-1], crop[1], width)]
     if kernel.enhance(None, None, None, rgb.data_ptr(), enhanced.data_ptr(), x_r_low.data_ptr(), wide.data_ptr(),
