@@ -165,13 +165,17 @@ INLINE void separable_block(const float *restrict in, int in_channels, int heigh
     }
 }
 
-/* Channel c of one row of interleaved 8-bit pixels (pixel_bytes apart) as floats in [0, 1], v / 255 as the float32
-   readers compute it. */
-INLINE void channel_to_float(const unsigned char *restrict rgb, int c, int pixel_bytes, int width,
-                             float *restrict out)
+/* Channel c of the pixels of one row of interleaved 8-bit pixels (pixel_bytes apart) that the EFE's downscaling
+   reads, columns col_left[x] and col_right[x] for each small column x, as floats in [0, 1] at their own index in
+   `out`: v / 255 as the float32 readers compute it. The other columns are not read. */
+INLINE void sampled_columns_to_float(const unsigned char *restrict rgb, int c, int pixel_bytes,
+                                     const int *restrict col_left, const int *restrict col_right, int width,
+                                     float *restrict out)
 {
-    for (int x = 0; x < width; x++)
-        out[x] = rgb[pixel_bytes * x + c] / 255.0f;
+    for (int x = 0; x < width; x++) {
+        out[col_left[x]] = rgb[(long)pixel_bytes * col_left[x] + c] / 255.0f;
+        out[col_right[x]] = rgb[(long)pixel_bytes * col_right[x] + c] / 255.0f;
+    }
 }
 
 /* Linear interpolation: a weighted 1 - lambda, b weighted lambda. */
@@ -247,9 +251,10 @@ int efe(const float *image, const unsigned char *image_u8, float *factor, int ba
                         const float *above, *below;
                         if (image_u8) {
                             const unsigned char *start = image_u8 + n * image_height * row_bytes;
-                            channel_to_float(start + row_top[y] * row_bytes, c, pixel_bytes, image_width, rows);
-                            channel_to_float(start + row_bottom[y] * row_bytes, c, pixel_bytes, image_width,
-                                             rows + image_width);
+                            sampled_columns_to_float(start + row_top[y] * row_bytes, c, pixel_bytes, col_left,
+                                                     col_right, width, rows);
+                            sampled_columns_to_float(start + row_bottom[y] * row_bytes, c, pixel_bytes, col_left,
+                                                     col_right, width, rows + image_width);
                             above = rows, below = rows + image_width;
                         } else {
                             above = ROW(image, n, c, row_top[y], 3, image_height, image_width);
