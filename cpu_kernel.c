@@ -387,7 +387,8 @@ int enhance(const float *x, float *out, float *factor, const unsigned char *x_u8
 {
     int failed = 0;
     int interleaved = x_u8 && pixel_bytes == channels; /* else planes, as the float path */
-    long values = (long)pixel_bytes * width, plane = (long)low_height * width; /* of one interleaved row */
+    long values = (long)pixel_bytes * width; /* of one interleaved row */
+    long plane = (long)low_height * width; /* of one channel of `wide`, held as planes */
 #pragma omp parallel num_threads(threads)
     {
         float *scaled = x_u8 ? malloc(values * sizeof(float)) : NULL;

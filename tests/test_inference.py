@@ -64,7 +64,8 @@ def test_the_efe_in_strips_is_the_whole_images_bit_for_bit(uint8):
     planes = rgb.permute(0, 3, 1, 2)
     with torch.inference_mode():
         strips = {rows: inference.c_efe(inference.library(), list(net.parameters()), x, net.crop_size(planes),
-                                        net.downscale_size(planes), 2, strip_rows=rows) for rows in (1, 5, 14, 33, 1000)}
+                                        net.downscale_size(planes), 2, strip_rows=rows)
+                  for rows in (1, 5, 14, 33, 1000)}
     whole = strips.pop(1000)
     assert whole.shape == (2, 3, 33, 50)
     for rows, got in strips.items():
