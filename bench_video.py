@@ -31,7 +31,7 @@ import metrics
 from clips import FPS, brightness_flicker, decoded, flicker_frames, moving_frames, write_clip
 from files import to_uint8
 from model import EnhanceNet, load_enhance_net
-from video import PRESET, enhance_video
+from video import PRESET, encoder_frame, enhance_video
 
 ROOT = Path(__file__).resolve().parent
 SHARED = ROOT.parent / "shared"
@@ -64,7 +64,7 @@ def time_routes(model, clip: Path, work: Path, repeats: int,
 
 def time_plain_transcode(clip: Path, dst: Path) -> float:
     """Wall seconds to decode `clip` to RGB frames and encode them as video.py does (libx264, its preset, crf 18,
-    audio copied), with no enhancement: what streaming costs at the least."""
+    its conversion to YUV, audio copied), with no enhancement: what streaming costs at the least."""
     start = time.perf_counter()
     with av.open(str(clip)) as source, av.open(str(dst), "w") as out:
         video_in = source.streams.video[0]
@@ -79,7 +79,7 @@ def time_plain_transcode(clip: Path, dst: Path) -> float:
                     out.mux(packet)
                 continue
             for frame in packet.decode():
-                rgb = av.VideoFrame.from_ndarray(frame.to_ndarray(format="rgb24"), format="rgb24")
+                rgb = encoder_frame(frame.to_ndarray(format="rgb24"), video.codec_context)
                 rgb.pts, rgb.time_base = frame.pts, frame.time_base
                 out.mux(video.encode(rgb))
         out.mux(video.encode(None))

@@ -34,9 +34,10 @@ SOURCE = Path(__file__).with_name("cpu_kernel.c")
 FLAGS = ["-O3", "-shared", "-fPIC", "-std=gnu11"]
 # -fopenmp first; a compiler without OpenMP (Apple's clang) still builds a one-thread kernel.
 OPENMP_CHOICES = [["-fopenmp"], []]
-POINTER, INT = ctypes.c_void_p, ctypes.c_int
+POINTER, INT, LONG, FLOAT = ctypes.c_void_p, ctypes.c_int, ctypes.c_long, ctypes.c_float
 EFE_ARGUMENTS = [POINTER] * 3 + [INT] * 5 + [POINTER] * 8 + [INT] * 3
 ENHANCE_ARGUMENTS = [POINTER] * 7 + [INT] * 6 + [POINTER] * 6 + [INT] * 2
+RGB_TO_YUV_ARGUMENTS = [POINTER, LONG, INT, INT, FLOAT, FLOAT, INT] + [POINTER, LONG] * 3
 # cpu_kernel.c's efe(): per pixel of a strip, the small image, x_r and the three skip buffers, and the bytes a strip
 # may take (a 4K frame is one strip; an 8000x8000 photo is six, which hold a fifth of what the whole would)
 SCRATCH_CHANNELS = 6 + 6 * NUM_FEATURES
@@ -262,6 +263,7 @@ def library() -> ctypes.CDLL | None:
             kernel = ctypes.CDLL(str(path))
             kernel.efe.argtypes, kernel.efe.restype = EFE_ARGUMENTS, ctypes.c_int
             kernel.enhance.argtypes, kernel.enhance.restype = ENHANCE_ARGUMENTS, ctypes.c_int
+            kernel.rgb_to_yuv.argtypes, kernel.rgb_to_yuv.restype = RGB_TO_YUV_ARGUMENTS, ctypes.c_int
         except subprocess.CalledProcessError as e:
             errors.append((e.stderr.decode(errors="replace").strip().splitlines() or ["failed"])[-1])
             continue

@@ -1,4 +1,5 @@
 """video.py: streaming video enhancement keeps frames, timing and audio, survives bad input, and smooths on request."""
+import io
 import re
 import shutil
 import subprocess
@@ -9,13 +10,14 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from av.video.reformatter import Interpolation
 
 import bench_video
 from clips import FPS, brightness_flicker, decoded, flicker_frames, moving_frames, write_clip
 from conftest import SHARED, requires_shared
 from model import EnhanceNet, init_weights, load_enhance_net, recurrent_enhance
 from files import to_uint8
-from video import FrameEnhancer, VideoError, enhance_video
+from video import YUV_MATRICES, FrameEnhancer, VideoError, encoder_frame, enhance_video
 
 N = 24  # frames per clip: 0.8 s at 30 fps
 
@@ -322,3 +324,52 @@ def test_smoothing_the_low_resolution_factor_equals_smoothing_full_resolution_x_
             x_r[t] = 0.7 * x_r[t - 1] + 0.3 * x_r[t]
         expected = recurrent_enhance(x, x_r).mul(255).add(0.5).clamp(0, 255).floor().permute(0, 2, 3, 1).numpy()
     assert np.abs(smoothed.astype(np.int16) - expected.astype(np.int16)).max() <= 1
+
+
+SAMPLE = Path(__file__).resolve().parents[1] / "data" / "test_data" / "samples" / "coffee.png"  # shipped, 341x512
+
+
+def encoder(pix_fmt: str, rgb: np.ndarray, colorspace: int) -> av.video.codeccontext.VideoCodecContext:
+    codec = av.CodecContext.create("libx264", "w")
+    codec.height, codec.width = rgb.shape[:2]
+    codec.pix_fmt, codec.colorspace = pix_fmt, colorspace
+    return codec
+
+
+def planes(frame: av.VideoFrame) -> list[np.ndarray]:
+    return [np.frombuffer(p, np.uint8).reshape(p.height, p.line_size)[:, :p.width].astype(int) for p in frame.planes]
+
+
+@pytest.mark.parametrize("colorspace", sorted(YUV_MATRICES))
+@pytest.mark.parametrize("pix_fmt, size", [("yuv420p", (340, 512)), ("yuv444p", (341, 511))])
+def test_frames_reach_the_encoder_converted_as_swscale_converts_them_to_within_one_level(colorspace, pix_fmt, size):
+    rgb = np.ascontiguousarray(np.asarray(Image.open(SAMPLE).convert("RGB"))[:size[0], :size[1]])
+    frame = encoder_frame(rgb, encoder(pix_fmt, rgb, colorspace))
+    assert frame.format.name == pix_fmt and frame.colorspace == colorspace  # the C kernel converted it
+    exact = av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(
+        format=pix_fmt, dst_colorspace=colorspace, interpolation=Interpolation.BILINEAR | Interpolation.ACCURATE_RND)
+    for got, expected in zip(planes(frame), planes(exact)):
+        assert np.abs(got - expected).max() <= 1 and (got != expected).mean() < 0.02
+
+
+def test_the_encoder_takes_the_converted_planes_unchanged():
+    rgb = np.ascontiguousarray(np.asarray(Image.open(SAMPLE).convert("RGB"))[:64, :96])
+    buffer = io.BytesIO()
+    with av.open(buffer, "w", format="mp4") as out:
+        stream = out.add_stream("libx264", rate=FPS, options={"qp": "0"})  # lossless
+        stream.width, stream.height, stream.pix_fmt = 96, 64, "yuv420p"
+        frame = encoder_frame(rgb, stream.codec_context)
+        frame.pts, sent = 0, planes(frame)
+        out.mux(stream.encode(frame))
+        out.mux(stream.encode(None))
+    buffer.seek(0)
+    with av.open(buffer) as decoded_clip:
+        assert all(np.array_equal(a, b) for a, b in zip(planes(next(decoded_clip.decode(video=0))), sent))
+
+
+@pytest.mark.parametrize("pix_fmt, size, colorspace", [("rgb24", (64, 96), 2), ("yuv420p", (63, 96), 2),
+                                                       ("yuv420p", (64, 96), 8)])  # 8: YCgCo, not a matrix here
+def test_frames_the_kernel_does_not_convert_go_to_swscale_as_rgb(pix_fmt, size, colorspace):
+    rgb = np.zeros((*size, 3), np.uint8)
+    frame = encoder_frame(rgb, encoder(pix_fmt, rgb, colorspace))
+    assert frame.format.name == "rgb24" and frame.colorspace == colorspace and np.array_equal(frame.to_ndarray(), rgb)
