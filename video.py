@@ -36,6 +36,9 @@ VIDEO_EXTENSIONS = frozenset({".mp4", ".mov", ".mkv", ".avi", ".webm"})
 # Output containers. AVI stores no timestamps (so no reordered H.264 frames) and WebM no H.264: both become .mkv.
 CONTAINERS = {".mp4": "mp4", ".mov": "mov", ".mkv": "matroska"}
 PRESET = "veryfast"  # libx264 speed preset: on CPU the encoder shares the cores with the model
+# libx264 encodes several frames at once in its threads, as the ffmpeg command does; PyAV's default, threads on
+# slices of one frame, left the cores idler beside the model (13% slower at 640x360, 7% at 1080p)
+ENCODER_THREADS = "FRAME"
 OPEN_ERRORS = (av.FFmpegError, OSError, UnicodeDecodeError)  # what av.open raises for a file it cannot read
 # (Kr, Kb) of the colour matrix swscale converts RGB to Y'CbCr with, by the encoder's colorspace tag (FFmpeg's
 # AVColorSpace): BT.709, unspecified (BT.601, swscale's default), FCC, BT.470BG and SMPTE 170M (BT.601), SMPTE 240M,
@@ -231,6 +234,7 @@ def _add_video_stream(output, stream, crf: int, rotation: int) -> None:
     rate = stream.average_rate or stream.guessed_rate or 30
     out = output.add_stream(codec, rate=rate, options={"crf": str(crf), "preset": PRESET})
     out.width, out.height, out.pix_fmt = width, height, pix_fmt
+    out.codec_context.thread_type = ENCODER_THREADS
     out.time_base = stream.time_base
     if stream.sample_aspect_ratio:
         out.sample_aspect_ratio = stream.sample_aspect_ratio
