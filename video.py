@@ -8,9 +8,9 @@ model with bounded queues, so memory stays flat however long the clip is:
 
 Frames reach the network as 8-bit RGB (FFmpeg's swscale) and the encoder as Y'CbCr converted by the C kernel
 (`encoder_frame`). The output keeps the input's resolution, frame timestamps (so frame rate and duration) and audio
-packets, copied unchanged. Video is H.264 (libx264): yuv420p where both sides are even, yuv444p where one is odd (4:2:0 cannot hold
-an odd size exactly), and lossless RGB (libx264rgb) at `crf=0`. A container that cannot hold H.264 plus the input's
-audio (AVI, WebM) is written as Matroska (.mkv) instead.
+packets, copied unchanged. Video is H.264 (libx264): yuv420p where both sides are even, yuv444p where one is odd
+(4:2:0 cannot hold an odd size exactly), and lossless RGB (libx264rgb) at `crf=0`. A container that cannot hold
+H.264 plus the input's audio (AVI, WebM) is written as Matroska (.mkv) instead.
 """
 import contextlib
 import io
