@@ -31,7 +31,7 @@ import metrics
 from clips import FPS, brightness_flicker, decoded, flicker_frames, moving_frames, write_clip
 from files import to_uint8
 from model import EnhanceNet, load_enhance_net
-from video import ENCODER_THREADS, PRESET, encoder_frame, enhance_video
+from video import add_video_stream, encoder_frame, enhance_video
 
 ROOT = Path(__file__).resolve().parent
 SHARED = ROOT.parent / "shared"
@@ -63,16 +63,15 @@ def time_routes(model, clip: Path, work: Path, repeats: int,
 
 
 def time_plain_transcode(clip: Path, dst: Path) -> float:
-    """Wall seconds to decode `clip` to RGB frames and encode them as video.py does (libx264, its preset, crf 18,
-    its threads and conversion to YUV, audio copied), with no enhancement: what streaming costs at the least."""
+    """Wall seconds to decode `clip` to RGB frames and encode them as video.py does (its H.264 stream at crf 18 and
+    its conversion to YUV, audio copied), with no enhancement: what streaming costs at the least."""
     start = time.perf_counter()
     with av.open(str(clip)) as source, av.open(str(dst), "w") as out:
         video_in = source.streams.video[0]
         video_in.thread_type = "AUTO"
         audio = {s.index: out.add_stream_from_template(s) for s in source.streams.audio}
-        video = out.add_stream("libx264", rate=video_in.average_rate, options={"crf": "18", "preset": PRESET})
-        video.width, video.height, video.pix_fmt = video_in.width, video_in.height, "yuv420p"
-        video.codec_context.thread_type = ENCODER_THREADS
+        add_video_stream(out, video_in, crf=18, rotation=0)
+        video = out.streams.video[0]
         for packet in source.demux(video_in, *source.streams.audio):
             if packet.stream.type == "audio":
                 if packet.dts is not None:

@@ -225,7 +225,7 @@ def _open_input(src: Path):
     return container, stream
 
 
-def _add_video_stream(output, stream, crf: int, rotation: int) -> None:
+def add_video_stream(output, stream, crf: int, rotation: int) -> None:
     """H.264 at the input's size, pixel aspect, rotation, frame rate and time base (pixel formats: module docstring)."""
     width, height = stream.width, stream.height
     if crf == 0:
@@ -271,7 +271,7 @@ def enhance_video(model: EnhanceNet, src: Path, dst: Path, *, device: torch.devi
         rotation = _rotation(src)
         with atomic_path(dst) as tmp:
             with av.open(str(tmp), "w", format=CONTAINERS[dst.suffix.lower()]) as output:
-                _add_video_stream(output, in_video, crf, rotation)
+                add_video_stream(output, in_video, crf, rotation)
                 for stream in in_audio:
                     output.add_stream_from_template(stream)
                 frames, duration, error = _run(container, output, enhance, batch_size, progress, src, notes)
@@ -396,7 +396,7 @@ def _encode(p: Pipeline) -> None:
 
 def encoder_frame(rgb: np.ndarray, codec: av.video.codeccontext.VideoCodecContext) -> av.VideoFrame:
     """An enhanced HxWx3 uint8 RGB frame (rows contiguous) as the encoder `codec` takes it, tagged with its
-    colorspace: converted to its Y'CbCr, 4:4:4 or 4:2:0 of an even size (what _add_video_stream picks), by
+    colorspace: converted to its Y'CbCr, 4:4:4 or 4:2:0 of an even size (what add_video_stream picks), by
     cpu_kernel.c's rgb_to_yuv where the C kernel runs and the colour matrix is one in YUV_MATRICES; else as RGB,
     which PyAV converts with swscale. The two agree to within one level (tested); the kernel takes a third of
     swscale's time, in the encoder's thread."""
