@@ -47,7 +47,7 @@
 typedef float vector __attribute__((vector_size(32), aligned(4)));
 typedef int mask __attribute__((vector_size(32), aligned(4)));
 #define LANES 8
-#define TILE_VECTORS 2
+#define TILE_VECTORS 3
 #define OUTPUT_BLOCK 4
 #define LAYERS 7 /* the EFE's depthwise-separable blocks */
 #define PIXEL_BLOCK (LANES * TILE_VECTORS)
@@ -95,7 +95,8 @@ INLINE float tanh_of(float v)
 /* `outputs` (at most OUTPUT_BLOCK) output channels x PIXEL_BLOCK pixels of a 1x1 conv (the second half of
    CSDN_Tem) on in_channels rows `in_stride` floats apart, then ReLU, or tanh for the last layer; the first n pixels
    of each output channel are stored, `out_stride` floats apart. The sums are accumulated in vector registers, in
-   the order of the input channels: OUTPUT_BLOCK x TILE_VECTORS of them, which fit the 16 registers of AVX2. */
+   the order of the input channels: OUTPUT_BLOCK x TILE_VECTORS of them, 12, with the tile's 3 input vectors and a
+   broadcast weight the 16 registers of AVX2 (8 sums, 4 x 2, left the two FMA units' 4-cycle latency no slack). */
 INLINE void pointwise_tile(const float *restrict in, long in_stride, int in_channels, const float *restrict weight,
                            const float *restrict bias, int outputs, int last, int n, float *restrict out,
                            long out_stride)
