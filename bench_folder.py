@@ -4,11 +4,13 @@
     python bench_folder.py --images 8 --size 64x48 --huge 512    # a quick check
 
 Speed: `python test.py` in a fresh process, as a user runs it, on a short and a long folder of the same generated
-dark JPEGs; the slope between the two is its cost per image with start-up excluded (median of --repeats, in
-turns). Beside it, the floor measured in the same run and timed the same way (wall time over the folder):
-decoding each JPEG and encoding it again as test.py writes (PIL, quality 95) on one thread, with no enhancement;
-decoding it and encoding the enhanced image test.py wrote for it, which costs the encoder more (brighter, more
-detail to code); and the first on test.py's thread count, what the cores give the codec alone.
+dark JPEGs, into a new, empty folder each time, as a first run writes (replacing an earlier run's files costs the
+file system more: 0.85 ms a 1200x900 JPEG on the README's VM); the slope between the two is its cost per image with
+start-up excluded (median of --repeats, in turns). Beside it, the floor measured in the same run and timed the same
+way (wall time over the folder): decoding each JPEG and encoding it again as test.py writes (PIL, quality 95) on
+one thread, with no enhancement; decoding it and encoding the enhanced image test.py wrote for it, which costs the
+encoder more (brighter, more detail to code); and the first on test.py's thread count, what the cores give the
+codec alone.
 Memory: test.py's peak RSS on one --huge x --huge PNG above its peak on a 64x64 one, beside the image's size as
 8-bit RGB.
 """
@@ -95,8 +97,10 @@ def speed_rows(weights: Path, work: Path, args) -> list[list[str]]:
     slopes, floors, output_floors, codec_walls = {label: [] for label in runs}, [], [], []
     for _ in range(args.repeats):  # every run in turns, so that the machine's slow spells fall on all of them
         for label, extra in runs.items():
-            seconds = [run_test_script(weights, source, work / "out", extra, args.threads)
-                       for source in (short, work / "in")]
+            seconds = []
+            for source in (short, work / "in"):
+                shutil.rmtree(work / "out", ignore_errors=True)  # see the module docstring: a new folder each run
+                seconds.append(run_test_script(weights, source, work / "out", extra, args.threads))
             slopes[label].append((seconds[1] - seconds[0]) / max(extra_images, 1))
             floors.append(codec_seconds(paths))
             output_floors.append(codec_seconds(paths, [work / "out" / path.name for path in paths]))
