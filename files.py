@@ -61,14 +61,18 @@ def full_scale(img: Image.Image) -> float | None:
     return float(2 ** bits - 1) if bits <= 16 else None
 
 
-def open_image(path: Path, draft: tuple[int, int] | None = None) -> Image.Image:
+def open_image(path: Path, draft: tuple[int, int] | None = None,
+               before_decoding: Callable[[int], None] | None = None) -> Image.Image:
     """The decoded image in `path`, EXIF orientation applied; a DEEP_MODES image as mode F in [0, 1] (NaN as 0).
-    `draft`: JPEGs decode at about this size, a quick check that the whole stream reads.
+    `draft`: JPEGs decode at about this size, a quick check that the whole stream reads. `before_decoding` is called
+    with width x height once the header is read, before any pixel is decoded (images.py waits there for memory).
     Raises BadInputError naming the file, also for 32-bit integers of no declared range (never read as black)."""
     try:
         with Image.open(path) as img:
             if draft:
                 img.draft("RGB", draft)
+            if before_decoding:
+                before_decoding(img.width * img.height)
             scale = full_scale(img) if img.mode in DEEP_MODES else 1.0
             img.load()
             ImageOps.exif_transpose(img, in_place=True)  # in place: a copy would double a huge photo's memory
@@ -117,10 +121,10 @@ def read_image(path: Path) -> np.ndarray:
     return rgb_array(open_image(path))
 
 
-def read_pixels(path: Path, rgbx: bool = False) -> np.ndarray:
+def read_pixels(path: Path, rgbx: bool = False, before_decoding: Callable[[int], None] | None = None) -> np.ndarray:
     """The image in `path` at its own depth (see `open_image` and `pixels`): what test.py enhances. `rgbx=True`:
     an 8-bit RGB image comes as `rgbx_view` gives it where it can, with no copy (H x W x 4)."""
-    img = open_image(path)
+    img = open_image(path, before_decoding=before_decoding)
     view = rgbx_view(img) if rgbx else None
     return pixels(img) if view is None else view
 

@@ -15,7 +15,7 @@ import time
 import warnings
 from collections import deque
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from pathlib import Path
 
@@ -160,14 +160,15 @@ def enhance_each(enhance: Enhancer, plan: dict[Path, Path], num_workers: int) ->
     """`enhance_images` for a CPU: each of `num_workers` threads takes one image at a time through decoding, the
     network (give it a one-thread `enhance`) and encoding, so the cores stay busy with no hand-offs and no
     barriers between threads that wait on each other; an image is in memory only while its thread works on it,
-    and a thread waits to start one while the others hold PIXELS_IN_FLIGHT pixels. Returns what
-    `enhance_images` does."""
+    and a thread that has read an image's header waits to decode it while the others hold PIXELS_IN_FLIGHT
+    pixels. Returns what `enhance_images` does."""
     budget = PixelBudget(PIXELS_IN_FLIGHT)
 
     @torch.inference_mode()  # per thread: the caller's mode does not reach the workers
     def process(src: Path) -> float:
-        with budget.holding(header_pixels(src)):
-            x = stacked([read_pixels(src, rgbx=True)])
+        with ExitStack() as held:  # the image's pixels, from its header until its output is written
+            x = stacked([read_pixels(src, rgbx=True,
+                                     before_decoding=lambda pixels: held.enter_context(budget.holding(pixels)))])
             start = time.perf_counter()
             enhanced = enhance(x)[0].numpy()
             seconds = time.perf_counter() - start

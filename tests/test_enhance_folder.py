@@ -331,12 +331,14 @@ def test_worker_threads_wait_rather_than_hold_more_pixels_than_the_budget(tmp_pa
     monkeypatch.setattr(images, "PIXELS_IN_FLIGHT", 2 * 32 * 24)  # two of the small images
     held, peak, lock = [0], [0], threading.Lock()
 
-    def slow_read(path, rgbx=False):
-        with lock:
-            held[0] += 1
-            peak[0] = max(peak[0], held[0])
-        time.sleep(0.05)  # every worker has time to start its own image
-        return files.read_pixels(path, rgbx)
+    def slow_read(path, rgbx=False, before_decoding=None):
+        def admitted(pixels):  # counted once the budget lets the image be decoded
+            before_decoding(pixels)
+            with lock:
+                held[0] += 1
+                peak[0] = max(peak[0], held[0])
+            time.sleep(0.05)  # every worker has time to start its own image
+        return files.read_pixels(path, rgbx, admitted)
 
     def counted_write(array, path):
         files.write_image(array, path)
