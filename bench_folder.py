@@ -50,8 +50,8 @@ def dark_jpegs(folder: Path, n: int, width: int, height: int) -> list[Path]:
 def codec_seconds(paths: list[Path], outputs: list[Path] | None = None, threads: int = 1) -> float:
     """Wall seconds per image to decode each of `paths` and encode as test.py writes a JPEG, timed over the whole
     folder as test.py's own cost is: the decoded image itself, or the image in its `outputs` file (decoded
-    beforehand, not timed); on `threads` threads. Encoded into /dev/null: a file, as test.py's outputs are (PIL
-    encodes into one with the GIL released, into memory with it held), with no file system behind it."""
+    beforehand, not timed); on `threads` threads. Encoded into /dev/null: a file, as test.py's outputs are (PIL's
+    JPEG encoder releases the GIL into one, holds it into memory), with no file system behind it."""
     encoded = [Image.open(path) for path in outputs] if outputs else None
     for image in encoded or []:
         image.load()

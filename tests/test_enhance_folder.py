@@ -463,7 +463,7 @@ def test_a_later_run_removes_the_temporaries_a_killed_run_left_beside_its_output
 
 @pytest.mark.parametrize("suffix", [".jpg", ".png", ".webp", ".bmp", ".tif"])
 def test_an_image_is_written_as_the_file_pil_writes_itself(tmp_path, monkeypatch, suffix):
-    """write_image's file (atomic, RGBX wrapped without a copy) is byte for byte the file PIL saves at that path with
+    """write_image's file (written atomically) is byte for byte the file PIL saves at that path with
     its default 64 KiB write buffer (its size sets a PNG's IDAT chunks), for an image whose file is many of them
     (coffee.png at 4x)."""
     image = np.asarray(Image.open(ROOT / "data/test_data/samples/coffee.png").convert("RGB").resize((2048, 1364)))
@@ -477,7 +477,7 @@ def test_an_image_is_written_as_the_file_pil_writes_itself(tmp_path, monkeypatch
 
 
 def test_a_jpeg_is_encoded_into_its_file_where_pil_releases_the_gil(tmp_path, monkeypatch):
-    """PIL encodes with the GIL released only when it is handed the output's file descriptor (encoding into memory
+    """PIL's JPEG encoder releases the GIL only when it is handed the output's file descriptor (encoding into memory
     holds it, and test.py's worker threads would take turns)."""
     handed = []
 
