@@ -4,12 +4,13 @@
 
 On a CPU, for float32, it runs as C (cpu_kernel.c): the EFE with no per-operator overhead, then x_r's upsampling and
 the 8 RIE steps in one pass over memory with the recurrence in registers. cpu_kernel.c has no PyTorch headers: the
-system's C compiler (`$CC`, else `cc`) builds it on first use in about 2 seconds, into `$XDG_CACHE_HOME/sgz` (else
-~/.cache/sgz), keyed by source, compiler, flags and architecture. Without a working compiler it warns once and runs
-the PyTorch path: in bands of rows of one image small enough to stay in cache, in place, with each RIE step written
-as x <- x * ((1 - x_r) + x_r * x). Bilinear upsampling is separable: x_r is upsampled vertically once at low width,
-then horizontally band by band as a product with an interpolation matrix, which a CPU's matrix kernels run far
-faster than the bilinear kernel.
+system's C compiler (`$CC`, else `cc`) builds it for the CPU it runs on (-march=native) on first use in about 2
+seconds, into `$XDG_CACHE_HOME/sgz` (else ~/.cache/sgz), keyed by source, compiler, flags and CPU (model and feature
+flags), so a cache that several machines share holds a build for each. Without a working compiler it warns once and
+runs the PyTorch path: in bands of rows of one image small enough to stay in cache, in place, with each RIE step
+written as x <- x * ((1 - x_r) + x_r * x). Bilinear upsampling is separable: x_r is upsampled vertically once at low
+width, then horizontally band by band as a product with an interpolation matrix, which a CPU's matrix kernels run
+far faster than the bilinear kernel.
 """
 import ctypes
 import functools
@@ -32,8 +33,13 @@ from model import NUM_FEATURES, NUM_ITERATIONS, EnhanceNet
 
 SOURCE = Path(__file__).with_name("cpu_kernel.c")
 FLAGS = ["-O3", "-shared", "-fPIC", "-std=gnu11"]
-# -fopenmp first; a compiler without OpenMP (Apple's clang) still builds a one-thread kernel.
-OPENMP_CHOICES = [["-fopenmp"], []]
+# Tried in order: for the CPU it runs on (AVX-512 or AVX2 where it has them; a compiler that does not know
+# -march=native builds for the architecture's baseline), with OpenMP (a compiler without it, Apple's clang, still
+# builds a one-thread kernel).
+BUILD_CHOICES = [march + openmp for march in (["-march=native"], []) for openmp in (["-fopenmp"], [])]
+# What -march=native builds for, read from /proc/cpuinfo's first processor (x86 and Arm field names)
+CPU_FIELDS = frozenset({"vendor_id", "cpu family", "model", "model name", "flags", "CPU implementer",
+                        "CPU architecture", "CPU variant", "CPU part", "Features"})
 POINTER, INT, LONG, FLOAT = ctypes.c_void_p, ctypes.c_int, ctypes.c_long, ctypes.c_float
 EFE_ARGUMENTS = [POINTER] * 3 + [INT] * 5 + [POINTER] * 8 + [INT] * 3
 ENHANCE_ARGUMENTS = [POINTER] * 7 + [INT] * 6 + [POINTER] * 6 + [INT] * 2
@@ -247,14 +253,24 @@ def build(path: Path, flags: list[str]) -> None:
                        check=True, capture_output=True, timeout=300)
 
 
+def cpu_identity() -> str:
+    """The CPU a -march=native build is for: its model and feature flags where /proc/cpuinfo has them, else what
+    the platform module says."""
+    try:
+        first = Path("/proc/cpuinfo").read_text().split("\n\n")[0]
+    except OSError:
+        return platform.processor()
+    return "\n".join(line for line in first.splitlines() if line.split(":")[0].strip() in CPU_FIELDS)
+
+
 @functools.cache
 def library() -> ctypes.CDLL | None:
     """The kernel built for model.py's NUM_FEATURES and NUM_ITERATIONS, or None, with one line on stderr (between
     any progress bars), when it can't be built."""
     errors = []
-    for openmp in OPENMP_CHOICES:
-        flags = FLAGS + openmp + [f"-DNUM_ITERATIONS={NUM_ITERATIONS}", f"-DFEATURES={NUM_FEATURES}"]
-        build_line = " ".join([platform.machine(), os.environ.get("CC", "cc"), *flags])
+    for choice in BUILD_CHOICES:
+        flags = FLAGS + choice + [f"-DNUM_ITERATIONS={NUM_ITERATIONS}", f"-DFEATURES={NUM_FEATURES}"]
+        build_line = " ".join([platform.machine(), cpu_identity(), os.environ.get("CC", "cc"), *flags])
         key = hashlib.sha256(SOURCE.read_bytes() + build_line.encode()).hexdigest()[:16]
         try:
             path = cache_dir() / f"cpu_kernel-{key}.so"

@@ -141,8 +141,35 @@ def test_the_kernel_is_built_once_into_the_cache(fresh_cache):
 
 
 @requires_compiler
+def test_each_cpu_gets_its_own_build(fresh_cache, monkeypatch):
+    """A -march=native build may not run on another CPU: a cache that several machines share keeps one for each."""
+    assert inference.library() is not None
+    monkeypatch.setattr(inference, "cpu_identity", lambda: "model name\t: another CPU")
+    inference.library.cache_clear()
+    assert inference.library() is not None
+    assert len(list(fresh_cache.glob("cpu_kernel-*.so"))) == 2
+
+
+@requires_compiler
+def test_a_compiler_without_march_native_builds_for_the_baseline(fresh_cache, monkeypatch, tmp_path, capsys):
+    compiler = tmp_path / "cc-without-native"
+    compiler.write_text(f'#!/bin/sh\ncase "$*" in *-march=native*) echo "unknown option" >&2; exit 1;; esac\n'
+                        f'exec {shutil.which(os.environ.get("CC", "cc"))} "$@"\n')
+    compiler.chmod(0o755)
+    monkeypatch.setenv("CC", str(compiler))
+    net = random_net(0.2)
+    x = torch.rand(1, 3, 40, 52)
+    with torch.inference_mode():
+        fused = inference.enhance(net, x)[0]
+    assert inference.library() is not None and capsys.readouterr().err == ""
+    assert len(list(fresh_cache.glob("cpu_kernel-*.so"))) == 1
+    torch.testing.assert_close(fused, net(x)[0], rtol=0, atol=1e-5)
+
+
+@requires_compiler
 def test_a_build_without_the_kernels_functions_falls_back_with_one_line(fresh_cache, monkeypatch, capsys, tmp_path):
-    """As clang 14's builds were, exporting the multiversioned functions under other names."""
+    """As clang 14's multiversioned builds were (the kernel is no longer multiversioned), with its functions under
+    other names."""
     empty = tmp_path / "cpu_kernel.c"
     empty.write_text("int not_the_kernel;\n")
     monkeypatch.setattr(inference, "SOURCE", empty)
