@@ -7,7 +7,9 @@ test.py end to end on a folder, and its memory on a huge photo: bench_folder.py.
 
 Each row is the median of --repeats timed runs after --warmup untimed ones, on the same input. The onnxruntime rows
 run export.py's graph (deploy.py) on --threads threads; without onnxruntime or onnxscript one line says they are
-skipped.
+skipped. Each size ends with its floor, and each row says how far above it it is: on a CPU the network's arithmetic
+(`multiply_adds`) at the rate torch.mm sustains on the same threads, timed in turns with the rows; on a GPU the
+bytes an fp16 image must move at the device's copy rate.
 """
 import argparse
 import ctypes
@@ -21,6 +23,8 @@ import deploy
 import inference
 from metrics import interleaved_median_seconds, median_seconds
 from model import NUM_ITERATIONS, EnhanceNet, init_weights, load_enhance_net
+
+MATRIX_SIDE = 1024  # of the square matrices whose product measures a CPU's multiply-add rate
 
 
 def reference_forward(net: EnhanceNet, x: torch.Tensor) -> torch.Tensor:
@@ -58,15 +62,26 @@ def peak_memory_mb(fn, device: torch.device) -> float | None:
         inference.keep_freed_memory()
 
 
-def bandwidth_floor_row(size: tuple[int, int], device: torch.device) -> list[str]:
-    """The fewest bytes an fp16 image must move (read once, write once) over a measured device copy rate."""
+def bandwidth_floor(size: tuple[int, int], device: torch.device) -> tuple[str, float]:
+    """The fewest bytes an fp16 image must move (read once, write once) over a measured device copy rate: the
+    floor row's label and its milliseconds."""
     buffer = torch.empty(2**28, dtype=torch.uint8, device=device)
     seconds = median_seconds(lambda: buffer.clone(), 3, 10, device)
     bytes_per_second = 2 * buffer.numel() / seconds
     width, height = size
-    ms = 2 * 3 * width * height * 2 / bytes_per_second * 1e3
-    return [f"{width}x{height}", device.type, f"floor: fp16 read + write at {bytes_per_second / 1e12:.2f} TB/s",
-            f"{ms:.4f}", f"{1e3 / ms:.0f}", "", "", ""]
+    return (f"floor: fp16 read + write at {bytes_per_second / 1e12:.2f} TB/s",
+            2 * 3 * width * height * 2 / bytes_per_second * 1e3)
+
+
+def multiply_adds(net: EnhanceNet, size: tuple[int, int]) -> int:
+    """The network's arithmetic on one image of `size`, in multiply-adds: each EFE conv weight once for each pixel of
+    the downscaled image (depthwise and 1x1), and RIE's two operations a step (a multiply-add and a multiply, each
+    one slot of a CPU's multiply-add units) on each of the 3 x H x W values. Biases, tanh and the resampling are left
+    out: a floor."""
+    width, height = size
+    low_height, low_width = net.downscale_size(torch.empty(0, 3, height, width))
+    efe = sum(p.numel() for p in net.parameters() if p.dim() == 4) * low_height * low_width
+    return efe + 3 * width * height * NUM_ITERATIONS * 2
 
 
 def resident_kb(field: str) -> int:
@@ -111,7 +126,18 @@ def model_rows(net: EnhanceNet, size: tuple[int, int], device: torch.device, arg
         batch = x.half().expand(args.cuda_batch, -1, -1, -1).contiguous()
         paths[f"default fp16, batch {args.cuda_batch}"] = lambda: inference.enhance(half_net, batch)
     reference = reference_forward(net, x)
-    seconds = interleaved_median_seconds(list(paths.values()), args.warmup, args.repeats, device)
+    floor_fns = []
+    if device.type == "cpu":  # timed in turns with the paths, on the same threads
+        matrix = torch.rand(MATRIX_SIDE, MATRIX_SIDE)
+        product = torch.empty_like(matrix)
+        floor_fns.append(lambda: torch.mm(matrix, matrix, out=product))
+    seconds = interleaved_median_seconds(list(paths.values()) + floor_fns, args.warmup, args.repeats, device)
+    if device.type == "cpu":
+        rate = MATRIX_SIDE**3 / seconds.pop()
+        floor_label = f"floor: {multiply_adds(net, size) / 1e6:.0f} M multiply-adds at torch.mm's {rate / 1e9:.0f} G/s"
+        floor_ms = multiply_adds(net, size) / rate * 1e3
+    else:
+        floor_label, floor_ms = bandwidth_floor(size, device)
     rows, reference_ms = [], seconds[0] * 1e3
     for (name, fn), fn_seconds in zip(paths.items(), seconds):
         ms = fn_seconds * 1e3 / (args.cuda_batch if "batch" in name else 1)
@@ -120,8 +146,10 @@ def model_rows(net: EnhanceNet, size: tuple[int, int], device: torch.device, arg
         diff = (out[:1].float() - reference).abs().max().item() * 255
         memory = peak_memory_mb(fn, device)
         rows.append([f"{width}x{height}", device.type, name, f"{ms:.2f}", f"{1e3 / ms:.0f}",
-                     f"{reference_ms / ms:.1f}x", f"{diff:.3f}/255", "n/a" if memory is None else f"{memory:.0f}"])
-    return rows
+                     f"{reference_ms / ms:.1f}x", f"{diff:.3f}/255", "n/a" if memory is None else f"{memory:.0f}",
+                     f"{ms / floor_ms:.1f}x"])
+    return rows + [[f"{width}x{height}", device.type, floor_label, f"{floor_ms:.4f}", f"{1e3 / floor_ms:.0f}",
+                    "", "", "", "1.0x"]]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -163,9 +191,7 @@ def run(args: argparse.Namespace) -> None:
             net.to(device)
             for size in args.sizes.split(","):
                 rows += model_rows(net, parse_size(size), device, args, session)
-                if device.type == "cuda":
-                    rows.append(bandwidth_floor_row(parse_size(size), device))
-    header = ["size", "device", "path", "ms/image", "images/s", "speedup", "max diff", "peak MB"]
+    header = ["size", "device", "path", "ms/image", "images/s", "speedup", "max diff", "peak MB", "x floor"]
     cpu = f"{torch.get_num_threads()} threads" + (f", {torch.cuda.get_device_name()}" if len(devices) > 1 else "")
     print(f"\ntorch {torch.__version__}, {cpu}")
     print("| " + " | ".join(header) + " |\n|" + "---|" * len(header))
