@@ -133,9 +133,9 @@ def model_rows(net: EnhanceNet, size: tuple[int, int], device: torch.device, arg
         floor_fns.append(lambda: torch.mm(matrix, matrix, out=product))
     seconds = interleaved_median_seconds(list(paths.values()) + floor_fns, args.warmup, args.repeats, device)
     if device.type == "cpu":
-        rate = MATRIX_SIDE**3 / seconds.pop()
-        floor_label = f"floor: {multiply_adds(net, size) / 1e6:.0f} M multiply-adds at torch.mm's {rate / 1e9:.0f} G/s"
-        floor_ms = multiply_adds(net, size) / rate * 1e3
+        rate, arithmetic = MATRIX_SIDE**3 / seconds.pop(), multiply_adds(net, size)
+        floor_label = f"floor: {arithmetic / 1e6:.0f} M multiply-adds at torch.mm's {rate / 1e9:.0f} G/s"
+        floor_ms = arithmetic / rate * 1e3
     else:
         floor_label, floor_ms = bandwidth_floor(size, device)
     rows, reference_ms = [], seconds[0] * 1e3

@@ -268,10 +268,10 @@ def library() -> ctypes.CDLL | None:
     """The kernel built for model.py's NUM_FEATURES and NUM_ITERATIONS, or None, with one line on stderr (between
     any progress bars), when it can't be built."""
     errors = []
+    source, machine = SOURCE.read_bytes(), [platform.machine(), cpu_identity(), os.environ.get("CC", "cc")]
     for choice in BUILD_CHOICES:
         flags = FLAGS + choice + [f"-DNUM_ITERATIONS={NUM_ITERATIONS}", f"-DFEATURES={NUM_FEATURES}"]
-        build_line = " ".join([platform.machine(), cpu_identity(), os.environ.get("CC", "cc"), *flags])
-        key = hashlib.sha256(SOURCE.read_bytes() + build_line.encode()).hexdigest()[:16]
+        key = hashlib.sha256(source + " ".join([*machine, *flags]).encode()).hexdigest()[:16]
         try:
             path = cache_dir() / f"cpu_kernel-{key}.so"
             if not path.is_file():
