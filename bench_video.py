@@ -4,21 +4,20 @@
     python bench_video.py --sizes 64x48 --seconds 0.5 --memory_seconds 0.2 --flicker_frames 8   # a quick check
 
 Throughput is end to end (decode, enhance, encode) on a synthetic dark clip with audio, median of `--repeats` runs
-after a warm-up, alternating with the frame-dump route: what the authors' code implies, every frame to a JPEG, their
-image script on each JPEG (read, enhance, save), then the frames re-joined with OpenCV's mp4v (PyAV's mpeg4, the same
-codec, where OpenCV is missing). Peak memory is the peak RSS of a fresh process enhancing a short clip and one 10x
-longer.
+after a warm-up, in turns with two floors and the frame-dump route. The floors run streaming's own pipeline (decoder
+and encoder threads) with no network: a plain transcode of the clip (its decoded frames encoded unchanged), and the
+same handing the encoder the enhanced frames, made beforehand, in place of the decoded ones. The frame-dump route is
+what the authors' code implies: every frame to a JPEG, their image script on each JPEG (read, enhance, save), then
+the frames re-joined with OpenCV's mp4v (PyAV's mpeg4, the same codec, where OpenCV is missing). Peak memory is the
+peak RSS of a fresh process enhancing a short clip and one 10x longer.
 Flicker is `brightness_flicker` of the input and of lossless outputs at several `temporal_smoothing` values.
 """
 import argparse
-import itertools
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterable
-from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -31,7 +30,7 @@ import metrics
 from clips import FPS, brightness_flicker, decoded, flicker_frames, moving_frames, write_clip
 from files import to_uint8
 from model import EnhanceNet, load_enhance_net
-from video import add_video_stream, encoder_frame, enhance_video
+from video import FrameEnhancer, enhance_video, transcode
 
 ROOT = Path(__file__).resolve().parent
 SHARED = ROOT.parent / "shared"
@@ -42,48 +41,39 @@ SMOOTHING = (0.0, 0.5, 0.8, 0.9)
 def time_routes(model, clip: Path, work: Path, repeats: int,
                 batch_size: int) -> tuple[float, float, float, dict[str, float]]:
     """Median wall seconds of `enhance_video` (decode + enhance + encode), of a plain transcode of the same clip
-    (the floor), of a plain transcode of the enhanced output (the floor on what the encoder is given: brighter
-    frames with more detail take libx264 longer) and of each frame-dump stage.
+    (the floor), of the same transcode encoding the enhanced frames instead (the floor on what the encoder is given:
+    brighter frames with their noise lifted take libx264 longer) and of each frame-dump stage.
 
-    One warm-up run first; then the routes alternate, so all see the same load on a shared machine.
+    The floors run video.py's own pipeline (`transcode`), its decoder and encoder threads, with no network: the
+    decoded frames unchanged, or replaced by the enhanced ones, made beforehand. One warm-up run first; then the
+    routes alternate, so all see the same load on a shared machine.
     """
-    streaming, transcode, output_transcode, stages = [], [], [], []
+    enhanced = enhanced_frames(model, clip, batch_size)
+    streaming, transcode_seconds, enhanced_seconds, stages = [], [], [], []
     for i in range(repeats + 1):
         report = enhance_video(model, clip, work / clip.name, device=torch.device("cpu"), batch_size=batch_size,
                                progress=False)
-        plain = time_plain_transcode(clip, work / f"plain_{clip.name}")
-        plain_output = time_plain_transcode(report.output, work / f"plain_output_{clip.name}")
+        plain = transcode(clip, work / f"plain_{clip.name}", lambda frames: frames, batch_size=batch_size,
+                          progress=False)
+        replay = iter(enhanced)
+        plain_enhanced = transcode(clip, work / f"plain_enhanced_{clip.name}",
+                                   lambda frames: np.stack([next(replay) for _ in frames]), batch_size=batch_size,
+                                   progress=False)
         if i:
             streaming.append(report.seconds)
-            transcode.append(plain)
-            output_transcode.append(plain_output)
+            transcode_seconds.append(plain.seconds)
+            enhanced_seconds.append(plain_enhanced.seconds)
             stages.append(time_frame_dump(model, clip, work))
-    return (statistics.median(streaming), statistics.median(transcode), statistics.median(output_transcode),
+    return (statistics.median(streaming), statistics.median(transcode_seconds), statistics.median(enhanced_seconds),
             {k: statistics.median(s[k] for s in stages) for k in stages[0]})
 
 
-def time_plain_transcode(clip: Path, dst: Path) -> float:
-    """Wall seconds to decode `clip` to RGB frames and encode them as video.py does (its H.264 stream at crf 18 and
-    its conversion to YUV, audio copied), with no enhancement: what streaming costs at the least."""
-    start = time.perf_counter()
-    with av.open(str(clip)) as source, av.open(str(dst), "w") as out:
-        video_in = source.streams.video[0]
-        video_in.thread_type = "AUTO"
-        audio = {s.index: out.add_stream_from_template(s) for s in source.streams.audio}
-        add_video_stream(out, video_in, crf=18, rotation=0)
-        video = out.streams.video[0]
-        for packet in source.demux(video_in, *source.streams.audio):
-            if packet.stream.type == "audio":
-                if packet.dts is not None:
-                    packet.stream = audio[packet.stream.index]
-                    out.mux(packet)
-                continue
-            for frame in packet.decode():
-                rgb = encoder_frame(frame.to_ndarray(format="rgb24"), video.codec_context)
-                rgb.pts, rgb.time_base = frame.pts, frame.time_base
-                out.mux(video.encode(rgb))
-        out.mux(video.encode(None))
-    return time.perf_counter() - start
+def enhanced_frames(model, clip: Path, batch_size: int) -> list[np.ndarray]:
+    """The frames `enhance_video` gives the encoder for `clip`: decoded to RGB as it decodes them and enhanced by
+    its FrameEnhancer, in display order."""
+    frames, enhance = decoded(clip), FrameEnhancer(model, torch.device("cpu"))
+    return [rgb for start in range(0, len(frames), batch_size)
+            for rgb in enhance(np.stack(frames[start:start + batch_size]))]
 
 
 @torch.inference_mode()
@@ -167,8 +157,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch_size", type=int, default=8, help="frames per model call (default: 8, video.py's)")
     parser.add_argument("--memory_seconds", type=float, default=2.0,
                         help="short clip length for the memory check, at the first size; the long one is 10x "
-                             "(default: 2)")
-    parser.add_argument("--flicker_frames", type=int, default=48, help="frames per flicker clip, 320x180 (default: 48)")
+                             "(default: 2; 0 skips it)")
+    parser.add_argument("--flicker_frames", type=int, default=48, help="frames per flicker clip, 320x180 (default: 48; 0 skips "
+                                                                      "flicker)")
     parser.add_argument("--weights", type=Path, default=SHARED / "weights" / "sgz_official_epoch99.pth",
                         help="EnhanceNet weights (default: the authors' release in ../shared); without them throughput "
                              "runs on a random EnhanceNet (same cost) and flicker is skipped")
@@ -179,6 +170,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="torch intra-op threads (default: 1: on 2 CPUs the decoder and encoder threads need the "
                              "rest)")
     args = parser.parse_args(argv)
+    if args.memory_seconds < 0 or args.flicker_frames < 0:
+        parser.error("--memory_seconds and --flicker_frames take 0 (skip) or more")
     threads = torch.get_num_threads()
     torch.set_num_threads(args.threads)
     try:
@@ -197,7 +190,7 @@ def run(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         print("| clip | frames | streaming fps | x real time | plain transcode fps (floor) | streaming / floor "
-              "| plain transcode of the output fps | streaming / that | frame-dump fps "
+              "| transcode encoding the enhanced frames fps | streaming / that | frame-dump fps "
               "| dump JPEG / image script / re-join (s) |")
         print("| --- " * 10 + "|")
         for i, size in enumerate(args.sizes):
@@ -205,20 +198,23 @@ def run(args: argparse.Namespace) -> None:
             n = max(2, round(args.seconds[min(i, len(args.seconds) - 1)] * FPS))
             clip = write_clip(work / f"clip_{size}.mp4", moving_frames(width, height, n), audio="aac")
             (work / size).mkdir()
-            seconds, floor, output_floor, stages = time_routes(model, clip, work / size, args.repeats,
+            seconds, floor, enhanced_floor, stages = time_routes(model, clip, work / size, args.repeats,
                                                                args.batch_size)
             print(f"| {size}, {n / FPS:g} s | {n} | {n / seconds:.1f} | {n / FPS / seconds:.2f} | {n / floor:.1f} | "
-                  f"{floor / seconds:.2f}x | {n / output_floor:.1f} | {output_floor / seconds:.2f}x | "
+                  f"{floor / seconds:.2f}x | {n / enhanced_floor:.1f} | {enhanced_floor / seconds:.2f}x | "
                   f"{n / sum(stages.values()):.1f} | "
                   f"{' / '.join(f'{s:.1f}' for s in stages.values())} |")
-        width, height = map(int, args.sizes[0].split("x"))
-        peaks = []
-        for factor in (1, 10):
-            n = max(2, round(args.memory_seconds * factor * FPS))
-            clip = write_clip(work / f"memory_{n}.mp4", moving_frames(width, height, n), audio="aac")
-            peaks.append(peak_rss_mib(clip, work))
-        print(f"peak RSS at {args.sizes[0]}: {peaks[0]:.0f} MiB for {args.memory_seconds:g} s, "
-              f"{peaks[1]:.0f} MiB for {10 * args.memory_seconds:g} s ({100 * (peaks[1] / peaks[0] - 1):+.1f}%)")
+        if args.memory_seconds:
+            width, height = map(int, args.sizes[0].split("x"))
+            peaks = []
+            for factor in (1, 10):
+                n = max(2, round(args.memory_seconds * factor * FPS))
+                clip = write_clip(work / f"memory_{n}.mp4", moving_frames(width, height, n), audio="aac")
+                peaks.append(peak_rss_mib(clip, work))
+            print(f"peak RSS at {args.sizes[0]}: {peaks[0]:.0f} MiB for {args.memory_seconds:g} s, "
+                  f"{peaks[1]:.0f} MiB for {10 * args.memory_seconds:g} s ({100 * (peaks[1] / peaks[0] - 1):+.1f}%)")
+        if not args.flicker_frames:
+            return
         images = [path for path in args.images if path.is_file()]
         if not (args.weights.is_file() and images):
             print(f"flicker: skipped (needs --weights {args.weights} and --images)")

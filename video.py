@@ -18,7 +18,7 @@ import queue
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -249,7 +249,16 @@ def add_video_stream(output, stream, crf: int, rotation: int) -> None:
 
 def enhance_video(model: EnhanceNet, src: Path, dst: Path, *, device: torch.device, batch_size: int = 8,
                   crf: int = 18, temporal_smoothing: float = 0.0, progress: bool = True) -> VideoReport:
-    """Enhance every frame of `src` and write `dst` (or its .mkv sibling, see `output_path`) atomically.
+    """Enhance every frame of `src` and write `dst` (or its .mkv sibling, see `output_path`) atomically: `transcode`
+    through a FrameEnhancer."""
+    return transcode(src, dst, FrameEnhancer(model, device, temporal_smoothing), batch_size=batch_size, crf=crf,
+                     progress=progress)
+
+
+def transcode(src: Path, dst: Path, enhance: Callable[[np.ndarray], np.ndarray], *, batch_size: int = 8,
+              crf: int = 18, progress: bool = True) -> VideoReport:
+    """Every frame of `src` through `enhance` (N x H x W x 3 uint8 RGB in, the same out) in batches, written to
+    `dst` (or its .mkv sibling, see `output_path`) atomically, with the audio and timing kept.
 
     Raises VideoError when no output can be made, from the input or because `dst` cannot be written (a file in the
     way of its folder, no permission, a full disk); a truncated or corrupt input gives a valid output of the frames
@@ -259,7 +268,6 @@ def enhance_video(model: EnhanceNet, src: Path, dst: Path, *, device: torch.devi
         raise ValueError(f"crf must be in 0..51 (libx264), not {crf}")
     src, dst = Path(src), Path(dst)
     start = time.perf_counter()
-    enhance = FrameEnhancer(model, device, temporal_smoothing)
     container, in_video = _open_input(src)
     others = len(container.streams.video) - 1
     notes = [f"{others} more video stream{'s' * (others > 1)} left out (only the first is enhanced)"] if others else []
@@ -312,7 +320,8 @@ class Pipeline:
         self.size = (self.out_video.width, self.out_video.height)
 
 
-def _run(container, output, enhance: FrameEnhancer, batch_size: int, progress: bool, src: Path, notes: list[str]):
+def _run(container, output, enhance: Callable[[np.ndarray], np.ndarray], batch_size: int, progress: bool, src: Path,
+         notes: list[str]):
     """The three stages, decode and encode in threads beside the network; returns (frames, seconds of video, error
     line or None), adding to `notes`."""
     p = Pipeline(container, output, src, batch_size, notes)
@@ -353,7 +362,7 @@ def _decode(p: Pipeline) -> None:
         _put(p.decoded, _END, p.stop)
 
 
-def _enhance_batches(p: Pipeline, enhance: FrameEnhancer, progress: bool) -> None:
+def _enhance_batches(p: Pipeline, enhance: Callable[[np.ndarray], np.ndarray], progress: bool) -> None:
     """p.decoded's frames through the network in batches of p.batch_size into p.encoded; audio passes through."""
     declared = _declared_duration(p.in_video)  # for the progress bar only: headers count hidden frames too
     estimate = p.in_video.frames or (round(declared * p.out_video.codec_context.framerate) if declared else None)

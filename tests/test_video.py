@@ -17,7 +17,7 @@ from clips import FPS, brightness_flicker, decoded, flicker_frames, moving_frame
 from conftest import SHARED, requires_shared
 from model import EnhanceNet, init_weights, load_enhance_net, recurrent_enhance
 from files import to_uint8
-from video import YUV_MATRICES, FrameEnhancer, VideoError, encoder_frame, enhance_video
+from video import YUV_MATRICES, FrameEnhancer, VideoError, encoder_frame, enhance_video, transcode
 
 N = 24  # frames per clip: 0.8 s at 30 fps
 
@@ -305,9 +305,28 @@ def test_bench_video_runs_tiny(capsys):
     row = next(line for line in out.splitlines() if line.startswith("| 64x48, 0.2 s | 6 |"))
     cells = [cell.strip() for cell in row.strip("|").split("|")]
     assert float(cells[4]) > 0 and cells[5].endswith("x")  # the plain transcode's fps, and streaming over it
-    assert float(cells[6]) > 0 and cells[7].endswith("x")  # the same, transcoding the enhanced output
+    assert float(cells[6]) > 0 and cells[7].endswith("x")  # the same, encoding the enhanced frames
     assert "peak RSS at 64x48" in out
     assert ("| light, 1.png | " in out) == (SHARED / "weights").is_dir()
+
+
+def test_the_bench_floor_encodes_the_frames_streaming_encodes(tmp_path, model):
+    clip = write_clip(tmp_path / "clip.mp4", moving_frames(64, 48, 11))
+    streamed = decoded(enhance(model, clip, crf=0).output)  # lossless RGB: exactly the frames streaming encoded
+    expected = bench_video.enhanced_frames(model, clip, batch_size=4)
+    assert len(expected) == len(streamed) == 11
+    assert all(np.array_equal(a, b) for a, b in zip(expected, streamed))
+    replay = iter(expected)
+    floor = transcode(clip, tmp_path / "floor.mkv", lambda frames: np.stack([next(replay) for _ in frames]),
+                      batch_size=4, crf=0, progress=False)
+    assert all(np.array_equal(a, b) for a, b in zip(decoded(floor.output), streamed))
+
+
+def test_bench_video_skips_memory_and_flicker_at_zero(capsys):
+    bench_video.main(["--sizes", "64x48", "--seconds", "0.1", "--repeats", "1", "--memory_seconds", "0",
+                      "--flicker_frames", "0"])
+    out = capsys.readouterr().out
+    assert "| 64x48, 0.1 s | 3 |" in out and "peak RSS" not in out and "flicker" not in out
 
 
 def test_smoothing_the_low_resolution_factor_equals_smoothing_full_resolution_x_r():
