@@ -89,7 +89,8 @@ def time_frame_dump(model, clip: Path, work: Path) -> dict[str, float]:
             frame.to_image().save(frames_dir / f"{i:06d}.jpg", quality=95)  # cv2.imwrite's default quality
     times["dump JPEG"], start = time.perf_counter() - start, time.perf_counter()
     for path in sorted(frames_dir.iterdir()):
-        x = torch.from_numpy(np.asarray(Image.open(path), dtype=np.float32) / 255).permute(2, 0, 1)[None]
+        with Image.open(path) as image:
+            x = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255).permute(2, 0, 1)[None]
         enhanced = to_uint8(model(x)[0][0]).permute(1, 2, 0).numpy()
         Image.fromarray(enhanced).save(results_dir / path.name)  # torchvision's save_image: PIL, default quality
     times["image script"], start = time.perf_counter() - start, time.perf_counter()
@@ -104,18 +105,20 @@ def join_frames(paths: list[Path], dst: Path, fps) -> None:
         import cv2
     except ImportError:
         cv2 = None
-    first = Image.open(paths[0])
+    with Image.open(paths[0]) as first:
+        size = first.size
     if cv2 is not None:
-        writer = cv2.VideoWriter(str(dst), cv2.VideoWriter_fourcc(*"mp4v"), float(fps), first.size)
+        writer = cv2.VideoWriter(str(dst), cv2.VideoWriter_fourcc(*"mp4v"), float(fps), size)
         for path in paths:
             writer.write(cv2.imread(str(path)))
         writer.release()
         return
     with av.open(str(dst), "w") as out:
         stream = out.add_stream("mpeg4", rate=fps)
-        stream.width, stream.height, stream.pix_fmt = *first.size, "yuv420p"
+        stream.width, stream.height, stream.pix_fmt = *size, "yuv420p"
         for path in paths:
-            out.mux(stream.encode(av.VideoFrame.from_image(Image.open(path).convert("RGB"))))
+            with Image.open(path) as image:
+                out.mux(stream.encode(av.VideoFrame.from_image(image.convert("RGB"))))
         out.mux(stream.encode())
 
 
@@ -223,7 +226,8 @@ def run(args: argparse.Namespace) -> None:
         print("| clip | input | " + " | ".join(f"alpha {a:g}" for a in SMOOTHING) + " |")
         print("| --- " * (len(SMOOTHING) + 2) + "|")
         for path in images:
-            image = np.asarray(Image.open(path).convert("RGB"))
+            with Image.open(path) as opened:
+                image = np.asarray(opened.convert("RGB"))
             for kind, row in flicker_table(model, image, args.flicker_frames, work).items():
                 print(f"| {kind}, {path.name} | " + " | ".join(f"{v:.3f}" for v in row) + " |")
 

@@ -344,6 +344,8 @@ def _decode(p: Pipeline) -> None:
                 if packet.dts is not None:
                     _put(p.decoded, packet, p.stop)
                 continue
+            if packet.is_corrupt:  # not decoded: its picture would be partly made up, and a decoder with frames
+                continue  # in its threads that fails on it drops them too (the frames before the damage)
             p.times.packet(packet)
             for frame in packet.decode():
                 if (frame.width, frame.height) != p.size and (frame.width, frame.height) not in p.resized:
