@@ -142,14 +142,18 @@ class FrameTimes:
 @contextlib.contextmanager
 def _ffmpeg_errors() -> Iterator[list[tuple[int, str, str]]]:
     """FFmpeg's error messages (level, context name, text) from every thread while the block runs. PyAV drops all
-    of FFmpeg's messages unless a level is set: this sets ERROR for the block, then puts the old level back."""
-    level = av.logging.get_level()
+    of FFmpeg's messages unless a level is set, and by default a message equal to the one before it, even from an
+    earlier file (a second truncated .mkv's "File ended prematurely" went unseen): this sets ERROR and lets repeats
+    through for the block, then puts both settings back."""
+    level, skip_repeated = av.logging.get_level(), av.logging.get_skip_repeated()
     av.logging.set_level(av.logging.ERROR)
+    av.logging.set_skip_repeated(False)
     try:
         with av.logging.Capture(local=False) as logs:
             yield logs
     finally:
         av.logging.set_level(level)
+        av.logging.set_skip_repeated(skip_repeated)
 
 
 def _one_line(e: BaseException) -> str:
@@ -268,7 +272,8 @@ def transcode(src: Path, dst: Path, enhance: Callable[[np.ndarray], np.ndarray],
         raise ValueError(f"crf must be in 0..51 (libx264), not {crf}")
     src, dst = Path(src), Path(dst)
     start = time.perf_counter()
-    container, in_video = _open_input(src)
+    with _ffmpeg_errors() as opening:  # probing reads a small file to its end: a cut one is said here
+        container, in_video = _open_input(src)
     others = len(container.streams.video) - 1
     notes = [f"{others} more video stream{'s' * (others > 1)} left out (only the first is enhanced)"] if others else []
     try:
@@ -282,7 +287,8 @@ def transcode(src: Path, dst: Path, enhance: Callable[[np.ndarray], np.ndarray],
                 add_video_stream(output, in_video, crf, rotation)
                 for stream in in_audio:
                     output.add_stream_from_template(stream)
-                frames, duration, error = _run(container, output, enhance, batch_size, progress, src, notes)
+                frames, duration, error = _run(container, output, enhance, batch_size, progress, src, notes,
+                                               opening)
             if frames == 0:
                 raise VideoError(f"{src}: no frame could be decoded ({error or 'empty video stream'})")
     except OSError as e:  # the input side's errors are caught where it is read: these are the output's
@@ -321,16 +327,16 @@ class Pipeline:
 
 
 def _run(container, output, enhance: Callable[[np.ndarray], np.ndarray], batch_size: int, progress: bool, src: Path,
-         notes: list[str]):
+         notes: list[str], opening: list[tuple[int, str, str]]):
     """The three stages, decode and encode in threads beside the network; returns (frames, seconds of video, error
-    line or None), adding to `notes`."""
+    line or None), adding to `notes`. `opening`: FFmpeg's errors while the input was opened."""
     p = Pipeline(container, output, src, batch_size, notes)
     with _ffmpeg_errors() as logs, ThreadPoolExecutor(2) as pool:
         workers = [pool.submit(_stop_on_error, stage, p) for stage in (_decode, _encode)]
         _stop_on_error(lambda p: _enhance_batches(p, enhance, progress), p)
         for worker in workers:
             worker.result()
-    error = p.errors[0] if p.errors else _truncation(p, logs)
+    error = p.errors[0] if p.errors else _truncation(p, opening + logs)
     return p.frames, float((p.end - p.first) * p.in_video.time_base) if p.frames else 0.0, error
 
 

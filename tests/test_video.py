@@ -170,6 +170,27 @@ def test_a_packet_cut_short_loses_no_frame_before_it(tmp_path, model, name):
     assert "(truncated or damaged)" in report.error
 
 
+def test_every_truncated_file_of_a_batch_is_said_to_be_cut(tmp_path, model):
+    # FFmpeg's message is the same for each ("File ended prematurely"), and PyAV by default drops a message equal to
+    # the one before it: the second file was enhanced as if whole, without a word
+    src = write_clip(tmp_path / "cut.mkv", moving_frames(96, 64, 2 * N))
+    with av.open(str(src)) as container:
+        cut = [packet.pos + packet.size // 2 for packet in container.demux(video=0) if packet.size][N]
+    src.write_bytes(src.read_bytes()[:cut])
+    reports = [enhance(model, src) for _ in range(3)]
+    assert all(r.frames == N and "(File ended prematurely)" in r.error for r in reports)
+
+
+def test_a_small_file_cut_short_is_said_to_be_cut_when_probing_met_its_end(tmp_path, model):
+    # opening the file reads it to its end to find the stream's parameters: FFmpeg says so then, not while decoding
+    src = write_clip(tmp_path / "cut.mkv", moving_frames(96, 64, 2 * N))
+    with av.open(str(src)) as container:
+        cut = [packet.pos + packet.size // 2 for packet in container.demux(video=0) if packet.size][2]
+    src.write_bytes(src.read_bytes()[:cut])
+    report = enhance(model, src)
+    assert report.frames == 2 and "(File ended prematurely)" in report.error
+
+
 requires_ffmpeg = pytest.mark.skipif(shutil.which("ffmpeg") is None,
                                      reason="needs the ffmpeg command-line tool to make the clip")
 
