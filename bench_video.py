@@ -161,8 +161,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--memory_seconds", type=float, default=2.0,
                         help="short clip length for the memory check, at the first size; the long one is 10x "
                              "(default: 2; 0 skips it)")
-    parser.add_argument("--flicker_frames", type=int, default=48, help="frames per flicker clip, 320x180 (default: 48; 0 skips "
-                                                                      "flicker)")
+    parser.add_argument("--flicker_frames", type=int, default=48,
+                        help="frames per flicker clip, 320x180 (default: 48; 0 skips flicker)")
     parser.add_argument("--weights", type=Path, default=SHARED / "weights" / "sgz_official_epoch99.pth",
                         help="EnhanceNet weights (default: the authors' release in ../shared); without them throughput "
                              "runs on a random EnhanceNet (same cost) and flicker is skipped")

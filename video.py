@@ -46,6 +46,7 @@ OPEN_ERRORS = (av.FFmpegError, OSError, UnicodeDecodeError)  # what av.open rais
 # BT.2020 non-constant luminance. Other tags go through swscale itself.
 YUV_MATRICES = {1: (0.2126, 0.0722), 2: (0.299, 0.114), 4: (0.30, 0.11), 5: (0.299, 0.114), 6: (0.299, 0.114),
                 7: (0.212, 0.087), 9: (0.2627, 0.0593)}
+BatchEnhancer = Callable[[np.ndarray], np.ndarray]  # N x H x W x 3 uint8 RGB frames in, the same out
 QUEUE_BATCHES = 2  # batches each queue may hold: enough to overlap decode, model and encode, and no more
 _END = object()
 
@@ -259,10 +260,10 @@ def enhance_video(model: EnhanceNet, src: Path, dst: Path, *, device: torch.devi
                      progress=progress)
 
 
-def transcode(src: Path, dst: Path, enhance: Callable[[np.ndarray], np.ndarray], *, batch_size: int = 8,
-              crf: int = 18, progress: bool = True) -> VideoReport:
-    """Every frame of `src` through `enhance` (N x H x W x 3 uint8 RGB in, the same out) in batches, written to
-    `dst` (or its .mkv sibling, see `output_path`) atomically, with the audio and timing kept.
+def transcode(src: Path, dst: Path, enhance: BatchEnhancer, *, batch_size: int = 8, crf: int = 18,
+              progress: bool = True) -> VideoReport:
+    """Every frame of `src` through `enhance` in batches of `batch_size`, written to `dst` (or its .mkv sibling, see
+    `output_path`) atomically, with the audio and timing kept.
 
     Raises VideoError when no output can be made, from the input or because `dst` cannot be written (a file in the
     way of its folder, no permission, a full disk); a truncated or corrupt input gives a valid output of the frames
@@ -326,8 +327,8 @@ class Pipeline:
         self.size = (self.out_video.width, self.out_video.height)
 
 
-def _run(container, output, enhance: Callable[[np.ndarray], np.ndarray], batch_size: int, progress: bool, src: Path,
-         notes: list[str], opening: list[tuple[int, str, str]]):
+def _run(container, output, enhance: BatchEnhancer, batch_size: int, progress: bool, src: Path, notes: list[str],
+         opening: list[tuple[int, str, str]]):
     """The three stages, decode and encode in threads beside the network; returns (frames, seconds of video, error
     line or None), adding to `notes`. `opening`: FFmpeg's errors while the input was opened."""
     p = Pipeline(container, output, src, batch_size, notes)
@@ -350,8 +351,10 @@ def _decode(p: Pipeline) -> None:
                 if packet.dts is not None:
                     _put(p.decoded, packet, p.stop)
                 continue
-            if packet.is_corrupt:  # not decoded: its picture would be partly made up, and a decoder with frames
-                continue  # in its threads that fails on it drops them too (the frames before the damage)
+            if packet.is_corrupt:
+                # not decoded: its picture would be partly made up, and a frame-threaded decoder that fails on it
+                # drops the frames before it still in its threads
+                continue
             p.times.packet(packet)
             for frame in packet.decode():
                 if (frame.width, frame.height) != p.size and (frame.width, frame.height) not in p.resized:
@@ -370,7 +373,7 @@ def _decode(p: Pipeline) -> None:
         _put(p.decoded, _END, p.stop)
 
 
-def _enhance_batches(p: Pipeline, enhance: Callable[[np.ndarray], np.ndarray], progress: bool) -> None:
+def _enhance_batches(p: Pipeline, enhance: BatchEnhancer, progress: bool) -> None:
     """p.decoded's frames through the network in batches of p.batch_size into p.encoded; audio passes through."""
     declared = _declared_duration(p.in_video)  # for the progress bar only: headers count hidden frames too
     estimate = p.in_video.frames or (round(declared * p.out_video.codec_context.framerate) if declared else None)
