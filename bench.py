@@ -16,7 +16,6 @@ import ctypes
 import tempfile
 from pathlib import Path
 
-import numpy as np
 import torch
 
 import deploy

@@ -227,7 +227,8 @@ def test_setup_errors_exit_2_with_one_line_and_write_nothing(tmp_path, random_we
                tmp_path / "nan.pth")
     args = {"--input_dir": tmp_path / "in", "--test_dir": tmp_path / "out", "--weight_dir": random_weights}
     expected = {"missing_input": ("--input_dir", tmp_path / "absent", "absent"),
-                "missing_weights": ("--weight_dir", tmp_path / "none.pth", "pass --weight_dir with ours (snapshots/sgz_ours.pth)"),
+                "missing_weights": ("--weight_dir", tmp_path / "none.pth",
+                                    "pass --weight_dir with ours (snapshots/sgz_ours.pth)"),
                 "mismatched_weights": ("--weight_dir", tmp_path / "other.pth", "does not fit EnhanceNet"),
                 "integer_key": ("--weight_dir", tmp_path / "integer.pth",
                                 f"{tmp_path / 'integer.pth'}: not a state dict (key 0 is not a parameter name)"),

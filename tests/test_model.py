@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from conftest import SHARED, random_net, requires_shared
-from model import EnhanceNet, init_weights, load_enhance_net, recurrent_enhance
+from model import EnhanceNet, load_enhance_net, recurrent_enhance
 
 OFFICIAL = SHARED / "weights" / "sgz_official_epoch99.pth"
 

@@ -257,8 +257,9 @@ def test_user_errors_are_one_line_without_a_traceback(tmp_path, monkeypatch, cap
     (tmp_path / "empty").mkdir()
     with pytest.raises(SystemExit):
         train.main(argv(tmp_path / "out", "--lowlight_images_path", str(tmp_path / "empty")))
-    assert error_lines(capsys.readouterr().err) == [f"error: {tmp_path / 'empty'}: no readable images "
-                                                    "(.jpg, .jpeg, .png, .bmp, .tif, .tiff, .webp) in this folder or below"]
+    assert error_lines(capsys.readouterr().err) == [
+        f"error: {tmp_path / 'empty'}: no readable images (.jpg, .jpeg, .png, .bmp, .tif, .tiff, .webp) in this folder "
+        "or below"]
 
     def offline():
         raise urllib.error.URLError("no network")
