@@ -5,9 +5,9 @@
 
 Flag names are the authors' (their lowlight_test.py), so their commands keep working. Unlike their script,
 images of any size come back at their own size (theirs crop to a multiple of --scale_factor).
-Exit status: 0 when every file was enhanced, 1 when some were skipped or only partly enhanced (each named on one
-line), 2 on a
-setup error (missing folder or weights, a bad flag) that stops the run before it starts, 130 on Ctrl-C.
+Exit status: 0 when every file was enhanced, 1 when some were skipped or came from a cut or damaged video (each
+named on one line), 2 on a setup error (missing folder or weights, a bad flag) that stops the run before it starts,
+130 on Ctrl-C.
 """
 import argparse
 import math
@@ -139,9 +139,9 @@ def run(args: argparse.Namespace) -> int:
             enhance = uint8_enhancer(model, device, torch.compile(model) if args.compile else None)
             done, skipped, model_seconds = enhance_images(enhance, plan, args.batch_size, args.num_workers)
     wall = time.perf_counter() - start
-    video_problems, videos, partial = enhance_videos(model, video_plan, device, args)
+    video_problems, videos, damaged = enhance_videos(model, video_plan, device, args)
     not_written = len(unlisted) + len(skipped) + len(video_plan) - videos
-    print(summary(done, videos, not_written, args.test_dir, model_seconds, wall, device, partial))
+    print(summary(done, videos, not_written, args.test_dir, model_seconds, wall, device, damaged))
     return 1 if unlisted + skipped + video_problems else 0
 
 
@@ -150,11 +150,12 @@ def plural(n: int, noun: str) -> str:
 
 
 def summary(images: int, videos: int, skipped: int, test_dir: Path, model_seconds: float, wall: float,
-            device: torch.device, partial: int = 0) -> str:
-    """The run's last line: what was written where, how many videos only in part (their input cut or damaged), what
-    was skipped, and per image the network's time and the wall time of the image part of the run."""
+            device: torch.device, damaged: int = 0) -> str:
+    """The run's last line: what was written where, how many videos from a cut or damaged input, what was skipped,
+    and per image the network's time and the wall time of the image part of the run."""
     line = f"{plural(images, 'image')}" + (f" and {plural(videos, 'video')}" if videos else "")
-    line += f" enhanced into {test_dir}" + (f" ({partial} only in part)" if partial else "") + f", {skipped} skipped"
+    line += f" enhanced into {test_dir}" + (f" ({damaged} from a cut or damaged input)" if damaged else "")
+    line += f", {skipped} skipped"
     if images:
         line += (f"; images: model {1000 * model_seconds / images:.1f} ms/image, wall {1000 * wall / images:.1f} "
                  f"ms/image on {device}")
@@ -163,9 +164,9 @@ def summary(images: int, videos: int, skipped: int, test_dir: Path, model_second
 
 def enhance_videos(model: torch.nn.Module, plan: dict[Path, Path], device: torch.device,
                    args: argparse.Namespace) -> tuple[list[str], int, int]:
-    """Enhance each video in `plan` (video.py); returns one line per video skipped or only partly enhanced, how
-    many were written, and how many of those only in part."""
-    problems, written, partial = [], 0, 0
+    """Enhance each video in `plan` (video.py); returns one line per video skipped or from a cut or damaged input,
+    how many were written, and how many of those from a cut or damaged input."""
+    problems, written, damaged = [], 0, 0
     threads = torch.get_num_threads()
     if device.type == "cpu":  # leave two cores to the decoder and encoder threads: faster on 2 cores (README: Video)
         torch.set_num_threads(max(1, threads - 2))
@@ -182,10 +183,10 @@ def enhance_videos(model: torch.nn.Module, plan: dict[Path, Path], device: torch
             written += 1
             if report.error:
                 problems.append(report.error)
-                partial += 1
+                damaged += 1
     finally:
         torch.set_num_threads(threads)
-    return problems, written, partial
+    return problems, written, damaged
 
 
 def main(argv: list[str] | None = None) -> int:

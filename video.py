@@ -61,7 +61,7 @@ class VideoReport:
     frames: int
     seconds: float  # wall-clock time, decode + enhance + encode
     duration: float  # seconds of video enhanced (the input's, up to the last frame decoded)
-    error: str | None = None  # set when the input was truncated or corrupt and `output` holds the frames before it
+    error: str | None = None  # set when the input was cut or damaged: what decoding met, and what `output` holds
     notes: list[str] = field(default_factory=list)  # what the output leaves out or changes, one line each
 
     @property
@@ -76,7 +76,7 @@ class VideoReport:
     def summary(self) -> str:
         line = (f"{self.output}: {self.frames} frames in {self.seconds:.1f} s, {self.fps:.1f} fps, "
                 f"{self.realtime:.2f}x real time")
-        return "; ".join([line, *self.notes]) + (f" (partial: {self.error})" if self.error else "")
+        return "; ".join([line, *self.notes]) + (f" (damaged input: {self.error})" if self.error else "")
 
 
 class FrameEnhancer:
@@ -129,6 +129,12 @@ class FrameTimes:
         if self.slots is not None and packet.size and packet.dts is not None:
             self.slots.append(packet.dts)
 
+    def lost(self, packet: av.Packet) -> None:
+        """The decoder failed on `packet`, the last one given to `packet`: its slot stays empty, a gap (an AVI is
+        decoded without frame threads, which say so a few packets late)."""
+        if self.slots and self.slots[-1] == packet.dts:
+            self.slots.pop()
+
     def frame(self, frame: av.VideoFrame) -> tuple[int, int]:
         if self.slots:
             pts, duration = max(self.slots.popleft(), self.next), self.frame_duration
@@ -138,6 +144,29 @@ class FrameTimes:
             duration = frame.duration if self.steady and frame.duration else self.frame_duration
         self.last, self.next = pts, pts + duration
         return pts, duration
+
+
+@dataclass
+class Damage:
+    """Damaged video data the decoder met inside the stream, the video going on past it: packets it could not
+    decode (their frames left out, gaps the audio keeps time over) and frames it decoded with errors, which FFmpeg
+    conceals (flags them corrupt) and which are kept."""
+    lost: int = 0
+    lost_at: float = 0.0  # seconds, the first lost packet's time
+    reason: str = ""  # FFmpeg's, for the first
+    concealed: int = 0
+    concealed_at: float = 0.0  # seconds, the first concealed frame's time
+
+    def clauses(self) -> list[str]:
+        said = []
+        if self.lost:
+            said.append(f"damaged video data at {self.lost_at:.2f} s ({self.reason}): " + (
+                "1 packet not decoded, its frame left out" if self.lost == 1 else
+                f"{self.lost} packets not decoded, their frames left out") + ", the rest enhanced")
+        if self.concealed:
+            said.append(f"{self.concealed} frame{'s' * (self.concealed > 1)} decoded from damaged data, the first at "
+                        f"{self.concealed_at:.2f} s (concealed by FFmpeg's decoder, kept)")
+        return said
 
 
 @contextlib.contextmanager
@@ -226,7 +255,9 @@ def _open_input(src: Path):
     if stream.codec_context is None or not stream.width or not stream.height:
         container.close()
         raise VideoError(f"{src}: its video codec cannot be decoded by PyAV's FFmpeg {av.ffmpeg_version_info}")
-    stream.thread_type = "AUTO"
+    # frame threads, but for an AVI, whose frames take its slots in order: there the decoder must say which packet
+    # it failed on when it does (a lost frame's slot stays a gap, see FrameTimes)
+    stream.thread_type = "SLICE" if "avi" in container.format.name else "AUTO"
     return container, stream
 
 
@@ -266,8 +297,9 @@ def transcode(src: Path, dst: Path, enhance: BatchEnhancer, *, batch_size: int =
     `output_path`) atomically, with the audio and timing kept.
 
     Raises VideoError when no output can be made, from the input or because `dst` cannot be written (a file in the
-    way of its folder, no permission, a full disk); a truncated or corrupt input gives a valid output of the frames
-    decoded before the damage, with `VideoReport.error` naming it.
+    way of its folder, no permission, a full disk). A cut or damaged input gives a valid output of the frames that
+    decode, with `VideoReport.error` saying what was met: a cut, the frames up to it; packets the decoder fails on,
+    gaps (the video goes on after them); frames it decodes with errors, kept as FFmpeg conceals them.
     """
     if not 0 <= crf <= 51:
         raise ValueError(f"crf must be in 0..51 (libx264), not {crf}")
@@ -309,7 +341,8 @@ class Pipeline:
     batch_size: int
     notes: list[str]
     stop: threading.Event = field(default_factory=threading.Event)
-    errors: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)  # what stopped the demuxer before the end
+    damage: Damage = field(default_factory=Damage)
     cut_short: list[str] = field(default_factory=list)  # the demuxer read less than a packet's size
     resized: set = field(default_factory=set)  # picture sizes met after the first; frames are scaled to the first
     frames: int = 0  # frames enhanced
@@ -337,7 +370,9 @@ def _run(container, output, enhance: BatchEnhancer, batch_size: int, progress: b
         _stop_on_error(lambda p: _enhance_batches(p, enhance, progress), p)
         for worker in workers:
             worker.result()
-    error = p.errors[0] if p.errors else _truncation(p, opening + logs)
+    stop = p.errors[0] if p.errors else _truncation(p, opening + logs)
+    said = [stop] * (stop is not None) + p.damage.clauses()
+    error = f"{src}: " + "; ".join(said) if said else None
     return p.frames, float((p.end - p.first) * p.in_video.time_base) if p.frames else 0.0, error
 
 
@@ -356,19 +391,32 @@ def _decode(p: Pipeline) -> None:
                 # drops the frames before it still in its threads
                 continue
             p.times.packet(packet)
-            for frame in packet.decode():
+            try:
+                frames = packet.decode()
+            except av.FFmpegError as e:  # this packet's data is damaged: the stream goes on after it
+                p.times.lost(packet)
+                if not p.damage.lost:  # where the next frame would have been
+                    p.damage.lost_at, p.damage.reason = float(p.times.next * p.in_video.time_base), _one_line(e)
+                p.damage.lost += 1
+                continue
+            for frame in frames:
                 if (frame.width, frame.height) != p.size and (frame.width, frame.height) not in p.resized:
                     p.resized.add((frame.width, frame.height))
                     p.notes.append(f"the picture changes to {frame.width}x{frame.height} at "
                                    f"{float(p.times.next * p.in_video.time_base):.2f} s, scaled to "
                                    f"{p.size[0]}x{p.size[1]}")
                 rgb = frame.to_ndarray(format="rgb24", width=p.size[0], height=p.size[1])
-                _put(p.decoded, (rgb, *p.times.frame(frame)), p.stop)
+                pts, duration = p.times.frame(frame)
+                if frame.is_corrupt:
+                    if not p.damage.concealed:
+                        p.damage.concealed_at = float(pts * p.in_video.time_base)
+                    p.damage.concealed += 1
+                _put(p.decoded, (rgb, pts, duration), p.stop)
             if p.stop.is_set():
                 return
-    except av.FFmpegError as e:
-        p.errors.append(f"{p.src}: damaged video data at {float(p.times.next * p.in_video.time_base):.2f} s, "
-                        f"enhanced up to there ({_one_line(e)})")
+    except av.FFmpegError as e:  # the demuxer's: nothing after it can be read
+        p.errors.append(f"damaged data at {float(p.times.next * p.in_video.time_base):.2f} s, enhanced up to there "
+                        f"({_one_line(e)})")
     finally:
         _put(p.decoded, _END, p.stop)
 
@@ -439,7 +487,7 @@ def encoder_frame(rgb: np.ndarray, codec: av.video.codeccontext.VideoCodecContex
 
 
 def _truncation(p: Pipeline, logs: list[tuple[int, str, str]]) -> str | None:
-    """The line saying where the input's data stops early, or None when it is whole.
+    """What says where the input's data stops early, or None when it is whole.
 
     Completeness is what decodes: a demuxer that meets the end of the data early marks the packet it cut short,
     or says so ("partial file", "File ended prematurely"), and stops as at a normal end. Headers' frame counts and
@@ -451,8 +499,8 @@ def _truncation(p: Pipeline, logs: list[tuple[int, str, str]]) -> str | None:
         cut.append(f"{p.times.next} of its {p.in_video.frames} frame slots")
     if not (cut or p.cut_short):
         return None
-    return (f"{p.src}: the data stops at {float(p.end * p.in_video.time_base):.2f} s ({(cut + p.cut_short)[0]}), "
-            "enhanced up to there (truncated or damaged)")
+    return (f"the data stops at {float(p.end * p.in_video.time_base):.2f} s ({(cut + p.cut_short)[0]}), enhanced up "
+            "to there (truncated or damaged)")
 
 
 def _rotation(src: Path) -> int:

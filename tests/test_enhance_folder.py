@@ -446,7 +446,7 @@ def test_videos_in_the_folder_are_enhanced_beside_the_images_and_a_fake_one_is_n
     assert not (tmp_path / "out" / "clips" / "fake.mp4").exists()
 
 
-def test_the_summary_counts_the_videos_enhanced_only_in_part(tmp_path, random_weights):
+def test_the_summary_counts_the_videos_from_a_cut_or_damaged_input(tmp_path, random_weights):
     (tmp_path / "in").mkdir()
     for name in ("cut.mkv", "whole.mkv"):
         write_clip(tmp_path / "in" / name, moving_frames(64, 48, 24))
@@ -457,8 +457,8 @@ def test_the_summary_counts_the_videos_enhanced_only_in_part(tmp_path, random_we
     result = run_cli("--weight_dir", random_weights, "--input_dir", tmp_path / "in", "--test_dir", tmp_path / "out")
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert "(truncated or damaged)" in next(line for line in result.stdout.splitlines() if "cut.mkv: 12 frames" in line)
-    assert result.stdout.splitlines()[-1] == (f"0 images and 2 videos enhanced into {tmp_path / 'out'} (1 only in part), "
-                                              "0 skipped")
+    assert result.stdout.splitlines()[-1] == (f"0 images and 2 videos enhanced into {tmp_path / 'out'} (1 from a cut "
+                                              "or damaged input), 0 skipped")
 
 
 def test_a_later_run_removes_the_temporaries_a_killed_run_left_beside_its_outputs_and_nothing_else(

@@ -274,7 +274,7 @@ def test_of_two_video_streams_the_first_is_enhanced_and_a_note_says_the_other_wa
         assert [(s.width, s.height) for s in written.streams.video] == [(64, 48)]
 
 
-def test_damaged_packet_stops_there_with_a_playable_output(tmp_path, model):
+def test_damaged_data_gives_a_playable_output_and_one_line(tmp_path, model):
     src = write_clip(tmp_path / "bad.mp4", moving_frames(96, 64, 2 * N), options={"movflags": "faststart"})
     data = bytearray(src.read_bytes())
     data[len(data) // 2:len(data) // 2 + 3000] = np.random.default_rng(0).integers(0, 256, 3000, np.uint8).tobytes()
@@ -282,6 +282,46 @@ def test_damaged_packet_stops_there_with_a_playable_output(tmp_path, model):
     report = enhance(model, src)
     assert 0 < report.frames < 2 * N and len(probe(report.output)["times"]) == report.frames
     assert report.error.startswith(f"{src}: damaged video data at ") and "\n" not in report.error
+
+
+@pytest.mark.parametrize("name", ["damaged.mp4", "damaged.avi"])
+def test_a_damaged_packet_inside_the_file_leaves_one_gap_and_the_rest_is_enhanced(tmp_path, model, name):
+    # the decoder fails on the packet and goes on: the video stopped there before, losing the half after it
+    src = write_clip(tmp_path / name, moving_frames(96, 64, 2 * N), audio="aac",
+                     options={"movflags": "faststart"} if name.endswith(".mp4") else None)
+    whole = probe(enhance(model, src).output)
+    with av.open(str(src)) as container:
+        packet = [packet for packet in container.demux(video=0) if packet.size][N]
+        slot = packet.dts if name.endswith(".avi") else packet.pts  # an AVI's frames take its packets' slots
+        start, size, frame = packet.pos, packet.size, round(float(slot * packet.time_base) * FPS)
+    data = bytearray(src.read_bytes())
+    data[start:start + size] = np.random.default_rng(0).integers(0, 256, size, np.uint8).tobytes()
+    src.write_bytes(bytes(data))
+    report = enhance(model, src)
+    assert report.frames == 2 * N - 1
+    assert report.error.startswith(f"{src}: damaged video data at ")
+    assert report.error.endswith(": 1 packet not decoded, its frame left out, the rest enhanced")
+    written = probe(report.output)
+    slots = [{round(t * FPS) for t in clip["times"]} for clip in (whole, written)]
+    (gap,) = slots[0] - slots[1]
+    assert slots[1] < slots[0] and written["audio"] == whole["audio"]
+    assert gap == frame
+
+
+def test_a_frame_decoded_from_damaged_data_is_kept_and_said(tmp_path, model):
+    src = write_clip(tmp_path / "flipped.mp4", moving_frames(96, 64, 2 * N), options={"movflags": "faststart"})
+    with av.open(str(src)) as container:
+        start, size = [(packet.pos, packet.size) for packet in container.demux(video=0) if packet.size][N]
+    data = bytearray(src.read_bytes())
+    data[start + size // 3:start + size // 3 + 20] = np.random.default_rng(0).integers(0, 256, 20, np.uint8).tobytes()
+    src.write_bytes(bytes(data))
+    with av.open(str(src)) as container:
+        flagged = [round(float(frame.time), 2) for frame in container.decode(video=0) if frame.is_corrupt]
+    assert flagged  # FFmpeg decodes the frame, concealing the damage, and flags it
+    report = enhance(model, src)
+    assert report.frames == 2 * N
+    assert report.error == (f"{src}: {len(flagged)} frame{'s' * (len(flagged) > 1)} decoded from damaged data, the "
+                            f"first at {flagged[0]:.2f} s (concealed by FFmpeg's decoder, kept)")
 
 
 def test_truncated_mp4_without_its_index_raises_video_error(tmp_path, model):
