@@ -148,14 +148,15 @@ class FrameTimes:
 
 @dataclass
 class Damage:
-    """Damaged video data the decoder met inside the stream, the video going on past it: packets it could not
-    decode (their frames left out, gaps the audio keeps time over) and frames it decoded with errors, which FFmpeg
-    conceals (flags them corrupt) and which are kept."""
+    """Damaged data met inside the input, the video going on past it: packets the decoder could not decode (their
+    frames left out, gaps the audio keeps time over), frames it decoded with errors, which FFmpeg conceals (flags
+    them corrupt) and which are kept, and audio packets whose damaged timestamps the muxer refused."""
     lost: int = 0
     lost_at: float = 0.0  # seconds, the first lost packet's time
     reason: str = ""  # FFmpeg's, for the first
     concealed: int = 0
     concealed_at: float = 0.0  # seconds, the first concealed frame's time
+    audio_refused: int = 0  # audio packets the muxer would not take (their timestamps damaged: out of order)
 
     def clauses(self) -> list[str]:
         said = []
@@ -166,6 +167,9 @@ class Damage:
         if self.concealed:
             said.append(f"{self.concealed} frame{'s' * (self.concealed > 1)} decoded from damaged data, the first at "
                         f"{self.concealed_at:.2f} s (concealed by FFmpeg's decoder, kept)")
+        if self.audio_refused:
+            said.append(f"{self.audio_refused} audio packet{'s' * (self.audio_refused > 1)} left out (damaged "
+                        "timestamps, out of order)")
         return said
 
 
@@ -326,6 +330,8 @@ def transcode(src: Path, dst: Path, enhance: BatchEnhancer, *, batch_size: int =
                 raise VideoError(f"{src}: no frame could be decoded ({error or 'empty video stream'})")
     except OSError as e:  # the input side's errors are caught where it is read: these are the output's
         raise VideoError(f"{dst}: cannot write ({_one_line(e)})") from e
+    except av.FFmpegError as e:  # anything else FFmpeg refuses on the way: one line, and the batch goes on
+        raise VideoError(f"{src}: FFmpeg stopped ({_one_line(e)}), nothing written") from e
     finally:
         container.close()
     return VideoReport(dst, frames, time.perf_counter() - start, duration, error, notes)
@@ -452,7 +458,10 @@ def _encode(p: Pipeline) -> None:
     while (item := _get(p.encoded, p.stop)) is not _END:
         if isinstance(item, av.Packet):
             item.stream = p.out_audio[item.stream_index]
-            p.output.mux(item)
+            try:
+                p.output.mux(item)
+            except av.FFmpegError:  # refused before anything is written: a damaged timestamp, out of order
+                p.damage.audio_refused += 1
             continue
         for rgb, pts, duration in item:
             frame = encoder_frame(rgb, p.out_video.codec_context)

@@ -13,6 +13,7 @@ from PIL import Image
 from av.video.reformatter import Interpolation
 
 import bench_video
+import video
 from clips import FPS, brightness_flicker, decoded, flicker_frames, moving_frames, write_clip
 from conftest import SHARED, requires_shared
 from model import EnhanceNet, init_weights, load_enhance_net, recurrent_enhance
@@ -306,6 +307,33 @@ def test_a_damaged_packet_inside_the_file_leaves_one_gap_and_the_rest_is_enhance
     (gap,) = slots[0] - slots[1]
     assert slots[1] < slots[0] and written["audio"] == whole["audio"]
     assert gap == frame
+
+
+def test_an_audio_packet_with_a_damaged_timestamp_is_left_out_and_said(tmp_path, model):
+    # the muxer refuses a packet whose time goes back: the exception ended the whole run with a traceback
+    src = write_clip(tmp_path / "clip.mkv", moving_frames(96, 64, 2 * N), audio="aac")
+    before = probe(src)
+    with av.open(str(src)) as container:
+        start = [packet.pos for packet in container.demux(audio=0) if packet.size][10]
+    data = bytearray(src.read_bytes())
+    data[start + 1:start + 3] = b"\x00\x05"  # a Matroska block: track number, then its time in its cluster: 5 ms
+    src.write_bytes(bytes(data))
+    report = enhance(model, src)
+    assert report.frames == 2 * N
+    assert report.error == f"{src}: 1 audio packet left out (damaged timestamps, out of order)"
+    assert len(probe(report.output)["audio"]) == len(before["audio"]) - 1
+
+
+def test_an_unforeseen_ffmpeg_error_on_the_way_is_one_line_and_writes_nothing(tmp_path, model, monkeypatch):
+    src = write_clip(tmp_path / "clip.mp4", moving_frames(64, 48, 12))
+
+    def refuse(rgb, codec):
+        raise av.error.InvalidDataError(1094995529, "Invalid data found when processing input")
+    monkeypatch.setattr(video, "encoder_frame", refuse)
+    with pytest.raises(VideoError, match=r"clip.mp4: FFmpeg stopped \(Invalid data found when processing input\), "
+                                         "nothing written$"):
+        enhance(model, src)
+    assert not (tmp_path / "out").exists() or list((tmp_path / "out").iterdir()) == []
 
 
 def test_a_frame_decoded_from_damaged_data_is_kept_and_said(tmp_path, model):
