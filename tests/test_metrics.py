@@ -1,5 +1,7 @@
 """Metrics agree with independent implementations; efficiency counts agree with counts written out by hand."""
 import hashlib
+import math
+import warnings
 
 import cv2
 import numpy as np
@@ -52,6 +54,9 @@ def test_ssim_of_an_image_with_itself_is_one_and_psnr_is_infinite():
     img = np.random.default_rng(0).integers(0, 256, (40, 50, 3), dtype=np.uint8)
     assert metrics.ssim(img, img) == pytest.approx(1.0) and metrics.ssim(img, img, gaussian=True) == pytest.approx(1.0)
     assert metrics.psnr(img, np.clip(img.astype(int) + 1, 0, 255).astype(np.uint8)) > 48
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # numpy's "divide by zero" came with it
+        assert metrics.psnr(img, img) == math.inf and metrics.gap_scores(img, img)["PSNR-Y"] == math.inf
 
 
 def test_gt_mean_matching_removes_a_global_exposure_error():
