@@ -130,8 +130,7 @@ class FrameTimes:
             self.slots.append(packet.dts)
 
     def lost(self, packet: av.Packet) -> None:
-        """The decoder failed on `packet`, the last one given to `packet`: its slot stays empty, a gap (an AVI is
-        decoded without frame threads, which say so a few packets late)."""
+        """The decoder failed on `packet`, the last one given to `packet`: its slot stays empty, a gap."""
         if self.slots and self.slots[-1] == packet.dts:
             self.slots.pop()
 
@@ -234,8 +233,13 @@ def output_path(dst: Path, audio_codecs: Iterable[str]) -> Path:
     return dst.with_suffix(".mkv")
 
 
+def _audio_streams(container) -> list:
+    """The audio streams that can be copied: those whose codec FFmpeg knows (a damaged header can leave none)."""
+    return [stream for stream in container.streams.audio if stream.codec_context is not None]
+
+
 def _audio_codecs(container) -> list[str]:
-    return [stream.codec_context.codec.canonical_name for stream in container.streams.audio]
+    return [stream.codec_context.codec.canonical_name for stream in _audio_streams(container)]
 
 
 def planned_output(src: Path, dst: Path) -> Path:
@@ -259,9 +263,10 @@ def _open_input(src: Path):
     if stream.codec_context is None or not stream.width or not stream.height:
         container.close()
         raise VideoError(f"{src}: its video codec cannot be decoded by PyAV's FFmpeg {av.ffmpeg_version_info}")
-    # frame threads, but for an AVI, whose frames take its slots in order: there the decoder must say which packet
-    # it failed on when it does (a lost frame's slot stays a gap, see FrameTimes)
-    stream.thread_type = "SLICE" if "avi" in container.format.name else "AUTO"
+    # no frame threads: with them the decoder says it failed on a packet a few packets late, and PyAV drops the
+    # error when frames come out in the same call (a lost frame, without a word); streaming ran as fast either way
+    # (the encoder is what costs), 640x360 and 1080p timed in turns
+    stream.thread_type = "SLICE"
     return container, stream
 
 
@@ -314,7 +319,8 @@ def transcode(src: Path, dst: Path, enhance: BatchEnhancer, *, batch_size: int =
     others = len(container.streams.video) - 1
     notes = [f"{others} more video stream{'s' * (others > 1)} left out (only the first is enhanced)"] if others else []
     try:
-        in_audio = list(container.streams.audio)
+        in_audio = _audio_streams(container)
+        unknown = len(container.streams.audio) - len(in_audio)
         dst = output_path(dst, _audio_codecs(container))
         if dst.resolve() == src.resolve():
             raise VideoError(f"{src}: the output would overwrite the input; choose another --test_dir")
@@ -324,10 +330,13 @@ def transcode(src: Path, dst: Path, enhance: BatchEnhancer, *, batch_size: int =
                 add_video_stream(output, in_video, crf, rotation)
                 for stream in in_audio:
                     output.add_stream_from_template(stream)
-                frames, duration, error = _run(container, output, enhance, batch_size, progress, src, notes,
-                                               opening)
+                frames, duration, error = _run(container, in_audio, output, enhance, batch_size, progress, src,
+                                               notes, opening)
             if frames == 0:
                 raise VideoError(f"{src}: no frame could be decoded ({error or 'empty video stream'})")
+            if unknown:  # the output lacks them: said as damage, as the exit status counts it
+                left_out = f"{unknown} audio stream{'s' * (unknown > 1)} left out (codec unknown: a damaged header?)"
+                error = f"{error}; {left_out}" if error else f"{src}: {left_out}"
     except OSError as e:  # the input side's errors are caught where it is read: these are the output's
         raise VideoError(f"{dst}: cannot write ({_one_line(e)})") from e
     except av.FFmpegError as e:  # anything else FFmpeg refuses on the way: one line, and the batch goes on
@@ -342,6 +351,7 @@ class Pipeline:
     """What the three stages of one video share: its streams, the two bounded queues between the stages, the stop
     signal, and what the stages learn on the way (frame timing, errors, notes, how far the frames reach)."""
     container: av.container.InputContainer
+    in_audio: list  # the audio streams copied, in the order of the output's
     output: av.container.OutputContainer
     src: Path
     batch_size: int
@@ -356,7 +366,7 @@ class Pipeline:
     end: int = 0  # where the last frame enhanced ends
 
     def __post_init__(self):
-        self.in_video, self.in_audio = self.container.streams.video[0], self.container.streams.audio
+        self.in_video = self.container.streams.video[0]
         self.out_video = self.output.streams.video[0]
         self.out_audio = {stream.index: out for stream, out in zip(self.in_audio, self.output.streams.audio)}
         self.decoded = queue.Queue(maxsize=QUEUE_BATCHES * self.batch_size)  # frames and audio packets
@@ -366,11 +376,11 @@ class Pipeline:
         self.size = (self.out_video.width, self.out_video.height)
 
 
-def _run(container, output, enhance: BatchEnhancer, batch_size: int, progress: bool, src: Path, notes: list[str],
-         opening: list[tuple[int, str, str]]):
+def _run(container, in_audio: list, output, enhance: BatchEnhancer, batch_size: int, progress: bool, src: Path,
+         notes: list[str], opening: list[tuple[int, str, str]]):
     """The three stages, decode and encode in threads beside the network; returns (frames, seconds of video, error
     line or None), adding to `notes`. `opening`: FFmpeg's errors while the input was opened."""
-    p = Pipeline(container, output, src, batch_size, notes)
+    p = Pipeline(container, in_audio, output, src, batch_size, notes)
     with _ffmpeg_errors() as logs, ThreadPoolExecutor(2) as pool:
         workers = [pool.submit(_stop_on_error, stage, p) for stage in (_decode, _encode)]
         _stop_on_error(lambda p: _enhance_batches(p, enhance, progress), p)
@@ -392,9 +402,7 @@ def _decode(p: Pipeline) -> None:
                 if packet.dts is not None:
                     _put(p.decoded, packet, p.stop)
                 continue
-            if packet.is_corrupt:
-                # not decoded: its picture would be partly made up, and a frame-threaded decoder that fails on it
-                # drops the frames before it still in its threads
+            if packet.is_corrupt:  # not decoded: its picture would be partly made up
                 continue
             p.times.packet(packet)
             try:

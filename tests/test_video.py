@@ -336,6 +336,19 @@ def test_an_unforeseen_ffmpeg_error_on_the_way_is_one_line_and_writes_nothing(tm
     assert not (tmp_path / "out").exists() or list((tmp_path / "out").iterdir()) == []
 
 
+def test_an_audio_stream_whose_codec_is_unknown_is_left_out_and_said(tmp_path, model):
+    # a damaged AVI header names no codec FFmpeg knows: PyAV gives the stream no codec context, and copying it raised
+    # AttributeError, a traceback that ended the batch
+    src = write_clip(tmp_path / "clip.avi", moving_frames(64, 48, 12), audio="aac")
+    data = bytearray(src.read_bytes())
+    header = data.find(b"strf", data.find(b"auds"))
+    data[header + 8:header + 10] = b"\x34\x12"  # the audio format tag (AAC's is 0x00ff)
+    src.write_bytes(bytes(data))
+    report = enhance(model, src)
+    assert report.frames == 12 and report.error == f"{src}: 1 audio stream left out (codec unknown: a damaged header?)"
+    assert probe(report.output)["audio"] == []
+
+
 def test_a_frame_decoded_from_damaged_data_is_kept_and_said(tmp_path, model):
     src = write_clip(tmp_path / "flipped.mp4", moving_frames(96, 64, 2 * N), options={"movflags": "faststart"})
     with av.open(str(src)) as container:
