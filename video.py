@@ -149,13 +149,15 @@ class FrameTimes:
 class Damage:
     """Damaged data met inside the input, the video going on past it: packets the decoder could not decode (their
     frames left out, gaps the audio keeps time over), frames it decoded with errors, which FFmpeg conceals (flags
-    them corrupt) and which are kept, and audio packets whose damaged timestamps the muxer refused."""
+    them corrupt) and which are kept, audio packets whose damaged timestamps the muxer refused, and audio streams
+    left out because no codec FFmpeg knows is named (the output lacks them)."""
     lost: int = 0
     lost_at: float = 0.0  # seconds, the first lost packet's time
     reason: str = ""  # FFmpeg's, for the first
     concealed: int = 0
     concealed_at: float = 0.0  # seconds, the first concealed frame's time
     audio_refused: int = 0  # audio packets the muxer would not take (their timestamps damaged: out of order)
+    audio_unknown: int = 0  # audio streams whose codec is unknown (see _audio_streams)
 
     def clauses(self) -> list[str]:
         said = []
@@ -169,6 +171,9 @@ class Damage:
         if self.audio_refused:
             said.append(f"{self.audio_refused} audio packet{'s' * (self.audio_refused > 1)} left out (damaged "
                         "timestamps, out of order)")
+        if self.audio_unknown:
+            said.append(f"{self.audio_unknown} audio stream{'s' * (self.audio_unknown > 1)} left out (codec unknown: "
+                        "a damaged header?)")
         return said
 
 
@@ -320,7 +325,6 @@ def transcode(src: Path, dst: Path, enhance: BatchEnhancer, *, batch_size: int =
     notes = [f"{others} more video stream{'s' * (others > 1)} left out (only the first is enhanced)"] if others else []
     try:
         in_audio = _audio_streams(container)
-        unknown = len(container.streams.audio) - len(in_audio)
         dst = output_path(dst, _audio_codecs(container))
         if dst.resolve() == src.resolve():
             raise VideoError(f"{src}: the output would overwrite the input; choose another --test_dir")
@@ -334,9 +338,6 @@ def transcode(src: Path, dst: Path, enhance: BatchEnhancer, *, batch_size: int =
                                                notes, opening)
             if frames == 0:
                 raise VideoError(f"{src}: no frame could be decoded ({error or 'empty video stream'})")
-            if unknown:  # the output lacks them: said as damage, as the exit status counts it
-                left_out = f"{unknown} audio stream{'s' * (unknown > 1)} left out (codec unknown: a damaged header?)"
-                error = f"{error}; {left_out}" if error else f"{src}: {left_out}"
     except OSError as e:  # the input side's errors are caught where it is read: these are the output's
         raise VideoError(f"{dst}: cannot write ({_one_line(e)})") from e
     except av.FFmpegError as e:  # anything else FFmpeg refuses on the way: one line, and the batch goes on
@@ -367,6 +368,7 @@ class Pipeline:
 
     def __post_init__(self):
         self.in_video = self.container.streams.video[0]
+        self.damage.audio_unknown = len(self.container.streams.audio) - len(self.in_audio)
         self.out_video = self.output.streams.video[0]
         self.out_audio = {stream.index: out for stream, out in zip(self.in_audio, self.output.streams.audio)}
         self.decoded = queue.Queue(maxsize=QUEUE_BATCHES * self.batch_size)  # frames and audio packets
