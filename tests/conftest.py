@@ -1,9 +1,10 @@
-"""Shared test helpers: where ../shared is, a marker for tests that need it, a random network, folders that cannot
-be listed, and one torch thread per test."""
+"""Shared test helpers: where ../shared is, a marker for tests that need it, a random network, a video's packets,
+folders that cannot be listed, and one torch thread per test."""
 import errno
 import os
 from pathlib import Path
 
+import av
 import pytest
 import torch
 
@@ -30,6 +31,13 @@ def random_net(std: float = 0.2, conv_type: str = "dsc", scale_factor: int = 12,
     net = EnhanceNet(scale_factor, conv_type)
     init_weights(net, std)
     return net.eval()
+
+
+def nth_packet(path: Path, n: int, kind: str = "video") -> av.Packet:
+    """The n-th packet with data of the file's first `kind` stream ("video" or "audio"): its pos and size say where
+    to cut or damage it."""
+    with av.open(str(path)) as container:
+        return [packet for packet in container.demux(**{kind: 0}) if packet.size][n]
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ from av.video.reformatter import Interpolation
 import bench_video
 import video
 from clips import FPS, brightness_flicker, decoded, flicker_frames, moving_frames, write_clip
-from conftest import SHARED, requires_shared
+from conftest import SHARED, nth_packet, requires_shared
 from model import EnhanceNet, init_weights, load_enhance_net, recurrent_enhance
 from files import to_uint8
 from video import YUV_MATRICES, FrameEnhancer, VideoError, encoder_frame, enhance_video, transcode
@@ -140,8 +140,8 @@ def test_options_out_of_range_are_refused(tmp_path, model, option):
                                            ("cut.avi", None)])
 def test_truncated_file_keeps_decoded_frames_in_a_playable_output(tmp_path, model, name, options):
     src = write_clip(tmp_path / name, moving_frames(96, 64, 2 * N), options=options)
-    with av.open(str(src)) as container:  # cut inside the N-th video packet: libx264's output differs run to run
-        cut = [packet.pos + packet.size // 2 for packet in container.demux(video=0) if packet.size][N]
+    packet = nth_packet(src, N)  # cut inside it: libx264's output differs run to run
+    cut = packet.pos + packet.size // 2
     src.write_bytes(src.read_bytes()[:cut])
     report = enhance(model, src)
     assert 0 < report.frames < 2 * N
@@ -158,8 +158,8 @@ def test_a_packet_cut_short_is_not_decoded(tmp_path, model, name):
     # failure (.mp4); with frame threads the failure also dropped frames before it (3 of 5 kept, or none)
     src = write_clip(tmp_path / name, moving_frames(96, 64, 2 * N),
                      options={"movflags": "faststart"} if name.endswith(".mp4") else None)  # readable when cut
-    with av.open(str(src)) as container:
-        start, size = [(packet.pos, packet.size) for packet in container.demux(video=0) if packet.size][5]
+    packet = nth_packet(src, 5)
+    start, size = packet.pos, packet.size
     data = src.read_bytes()
     clean = tmp_path / "clean" / name
     clean.parent.mkdir()
@@ -175,9 +175,8 @@ def test_every_truncated_file_of_a_batch_is_said_to_be_cut(tmp_path, model):
     # FFmpeg's message is the same for each ("File ended prematurely"), and PyAV by default drops a message equal to
     # the one before it: the second file was enhanced as if whole, without a word
     src = write_clip(tmp_path / "cut.mkv", moving_frames(96, 64, 2 * N))
-    with av.open(str(src)) as container:
-        cut = [packet.pos + packet.size // 2 for packet in container.demux(video=0) if packet.size][N]
-    src.write_bytes(src.read_bytes()[:cut])
+    packet = nth_packet(src, N)
+    src.write_bytes(src.read_bytes()[:packet.pos + packet.size // 2])
     reports = [enhance(model, src) for _ in range(3)]
     assert all(r.frames == N and "(File ended prematurely)" in r.error for r in reports)
 
@@ -185,9 +184,8 @@ def test_every_truncated_file_of_a_batch_is_said_to_be_cut(tmp_path, model):
 def test_a_small_file_cut_short_is_said_to_be_cut_when_probing_met_its_end(tmp_path, model):
     # opening the file reads it to its end to find the stream's parameters: FFmpeg says so then, not while decoding
     src = write_clip(tmp_path / "cut.mkv", moving_frames(96, 64, 2 * N))
-    with av.open(str(src)) as container:
-        cut = [packet.pos + packet.size // 2 for packet in container.demux(video=0) if packet.size][2]
-    src.write_bytes(src.read_bytes()[:cut])
+    packet = nth_packet(src, 2)
+    src.write_bytes(src.read_bytes()[:packet.pos + packet.size // 2])
     report = enhance(model, src)
     assert report.frames == 2 and "(File ended prematurely)" in report.error
 
@@ -291,10 +289,9 @@ def test_a_damaged_packet_inside_the_file_leaves_one_gap_and_the_rest_is_enhance
     src = write_clip(tmp_path / name, moving_frames(96, 64, 2 * N), audio="aac",
                      options={"movflags": "faststart"} if name.endswith(".mp4") else None)
     whole = probe(enhance(model, src).output)
-    with av.open(str(src)) as container:
-        packet = [packet for packet in container.demux(video=0) if packet.size][N]
-        slot = packet.dts if name.endswith(".avi") else packet.pts  # an AVI's frames take its packets' slots
-        start, size, frame = packet.pos, packet.size, round(float(slot * packet.time_base) * FPS)
+    packet = nth_packet(src, N)
+    slot = packet.dts if name.endswith(".avi") else packet.pts  # an AVI's frames take its packets' slots
+    start, size, frame = packet.pos, packet.size, round(float(slot * packet.time_base) * FPS)
     data = bytearray(src.read_bytes())
     data[start:start + size] = np.random.default_rng(0).integers(0, 256, size, np.uint8).tobytes()
     src.write_bytes(bytes(data))
@@ -313,8 +310,7 @@ def test_an_audio_packet_with_a_damaged_timestamp_is_left_out_and_said(tmp_path,
     # the muxer refuses a packet whose time goes back: the exception ended the whole run with a traceback
     src = write_clip(tmp_path / "clip.mkv", moving_frames(96, 64, 2 * N), audio="aac")
     before = probe(src)
-    with av.open(str(src)) as container:
-        start = [packet.pos for packet in container.demux(audio=0) if packet.size][10]
+    start = nth_packet(src, 10, "audio").pos
     data = bytearray(src.read_bytes())
     data[start + 1:start + 3] = b"\x00\x05"  # a Matroska block: track number, then its time in its cluster: 5 ms
     src.write_bytes(bytes(data))
@@ -351,8 +347,8 @@ def test_an_audio_stream_whose_codec_is_unknown_is_left_out_and_said(tmp_path, m
 
 def test_a_frame_decoded_from_damaged_data_is_kept_and_said(tmp_path, model):
     src = write_clip(tmp_path / "flipped.mp4", moving_frames(96, 64, 2 * N), options={"movflags": "faststart"})
-    with av.open(str(src)) as container:
-        start, size = [(packet.pos, packet.size) for packet in container.demux(video=0) if packet.size][N]
+    packet = nth_packet(src, N)
+    start, size = packet.pos, packet.size
     data = bytearray(src.read_bytes())
     data[start + size // 2:start + size] = bytes(size - size // 2)  # its second half zeroed: FFmpeg conceals it
     src.write_bytes(bytes(data))
