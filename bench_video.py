@@ -30,7 +30,7 @@ import metrics
 from clips import FPS, brightness_flicker, decoded, flicker_frames, moving_frames, write_clip
 from files import to_uint8
 from model import EnhanceNet, load_enhance_net
-from video import FrameEnhancer, enhance_video, transcode
+from video import BatchEnhancer, FrameEnhancer, enhance_video, transcode
 
 ROOT = Path(__file__).resolve().parent
 SHARED = ROOT.parent / "shared"
@@ -55,10 +55,8 @@ def time_routes(model, clip: Path, work: Path, repeats: int,
                                progress=False)
         plain = transcode(clip, work / f"plain_{clip.name}", lambda frames: frames, batch_size=batch_size,
                           progress=False)
-        replay = iter(enhanced)
-        plain_enhanced = transcode(clip, work / f"plain_enhanced_{clip.name}",
-                                   lambda frames: np.stack([next(replay) for _ in frames]), batch_size=batch_size,
-                                   progress=False)
+        plain_enhanced = transcode(clip, work / f"plain_enhanced_{clip.name}", replaying(enhanced),
+                                   batch_size=batch_size, progress=False)
         if i:
             streaming.append(report.seconds)
             transcode_seconds.append(plain.seconds)
@@ -74,6 +72,12 @@ def enhanced_frames(model, clip: Path, batch_size: int) -> list[np.ndarray]:
     frames, enhance = decoded(clip), FrameEnhancer(model, torch.device("cpu"))
     return [rgb for start in range(0, len(frames), batch_size)
             for rgb in enhance(np.stack(frames[start:start + batch_size]))]
+
+
+def replaying(frames: list[np.ndarray]) -> BatchEnhancer:
+    """For `transcode`: each batch of decoded frames replaced by the next of `frames`, as many."""
+    remaining = iter(frames)
+    return lambda batch: np.stack([next(remaining) for _ in batch])
 
 
 @torch.inference_mode()

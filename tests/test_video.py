@@ -434,9 +434,8 @@ def test_the_bench_floor_encodes_the_frames_streaming_encodes(tmp_path, model):
     expected = bench_video.enhanced_frames(model, clip, batch_size=4)
     assert len(expected) == len(streamed) == 11
     assert all(np.array_equal(a, b) for a, b in zip(expected, streamed))
-    replay = iter(expected)
-    floor = transcode(clip, tmp_path / "floor.mkv", lambda frames: np.stack([next(replay) for _ in frames]),
-                      batch_size=4, crf=0, progress=False)
+    floor = transcode(clip, tmp_path / "floor.mkv", bench_video.replaying(expected), batch_size=4, crf=0,
+                      progress=False)
     assert all(np.array_equal(a, b) for a, b in zip(decoded(floor.output), streamed))
 
 
