@@ -206,7 +206,7 @@ def run(args: argparse.Namespace) -> None:
             clip = write_clip(work / f"clip_{size}.mp4", moving_frames(width, height, n), audio="aac")
             (work / size).mkdir()
             seconds, floor, enhanced_floor, stages = time_routes(model, clip, work / size, args.repeats,
-                                                               args.batch_size)
+                                                                 args.batch_size)
             print(f"| {size}, {n / FPS:g} s | {n} | {n / seconds:.1f} | {n / FPS / seconds:.2f} | {n / floor:.1f} | "
                   f"{floor / seconds:.2f}x | {n / enhanced_floor:.1f} | {enhanced_floor / seconds:.2f}x | "
                   f"{n / sum(stages.values()):.1f} | "

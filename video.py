@@ -243,15 +243,15 @@ def _audio_streams(container) -> list:
     return [stream for stream in container.streams.audio if stream.codec_context is not None]
 
 
-def _audio_codecs(container) -> list[str]:
-    return [stream.codec_context.codec.canonical_name for stream in _audio_streams(container)]
+def _audio_codecs(streams: list) -> list[str]:
+    return [stream.codec_context.codec.canonical_name for stream in streams]
 
 
 def planned_output(src: Path, dst: Path) -> Path:
     """The path `enhance_video(src, dst)` writes (see `output_path`), found before it runs, from src's audio."""
     try:
         with av.open(str(src)) as container:
-            return output_path(dst, _audio_codecs(container))
+            return output_path(dst, _audio_codecs(_audio_streams(container)))
     except OPEN_ERRORS:
         return output_path(dst, [])  # unreadable: enhance_video will say so and write nothing
 
@@ -325,7 +325,7 @@ def transcode(src: Path, dst: Path, enhance: BatchEnhancer, *, batch_size: int =
     notes = [f"{others} more video stream{'s' * (others > 1)} left out (only the first is enhanced)"] if others else []
     try:
         in_audio = _audio_streams(container)
-        dst = output_path(dst, _audio_codecs(container))
+        dst = output_path(dst, _audio_codecs(in_audio))
         if dst.resolve() == src.resolve():
             raise VideoError(f"{src}: the output would overwrite the input; choose another --test_dir")
         rotation = _rotation(src)
