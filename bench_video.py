@@ -2,8 +2,10 @@
 
     python bench_video.py                          # 640x360 and 1920x1080, 4 s and 1 s clips, this machine
     python bench_video.py --sizes 64x48 --seconds 0.5 --memory_seconds 0.2 --flicker_frames 8   # a quick check
+    python bench_video.py --pan_image ../shared/data/test_data/LOL/low/1.png   # throughput on a real low-light image
 
-Throughput is end to end (decode, enhance, encode) on a synthetic dark clip with audio, median of `--repeats` runs
+Throughput is end to end (decode, enhance, encode) on a synthetic dark clip with audio (or, with --pan_image, a slow
+pan and zoom over a real low-light image, its own noise the only noise), median of `--repeats` runs
 after a warm-up, in turns with two floors and the frame-dump route. The floors run streaming's own pipeline (decoder
 and encoder threads) with no network: a plain transcode of the clip (its decoded frames encoded unchanged), and the
 same handing the encoder the enhanced frames, made beforehand, in place of the decoded ones. The frame-dump route is
@@ -173,18 +175,31 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--images", type=Path, nargs="+", default=[LOL / n for n in ("1.png", "111.png", "179.png")],
                         help="low-light images the flicker clips are made from (default: LOL low/1, 111, 179 in "
                              "../shared)")
+    parser.add_argument("--pan_image", type=Path,
+                        help="time throughput and memory on a slow pan and zoom over this low-light image "
+                             "(clips.flicker_frames' 'pan') rather than the synthetic dark clip (default: synthetic)")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch intra-op threads (default: 1: on 2 CPUs the decoder and encoder threads need the "
                              "rest)")
     args = parser.parse_args(argv)
     if args.memory_seconds < 0 or args.flicker_frames < 0:
         parser.error("--memory_seconds and --flicker_frames take 0 (skip) or more")
+    if args.pan_image and not args.pan_image.is_file():
+        parser.error(f"--pan_image {args.pan_image}: no such file")
     threads = torch.get_num_threads()
     torch.set_num_threads(args.threads)
     try:
         run(args)
     finally:
         torch.set_num_threads(threads)
+
+
+def clip_frames(pan_image: Path | None, width: int, height: int, n: int):
+    """The `n` frames of a throughput or memory clip: the synthetic dark scene, or a pan over `pan_image`."""
+    if pan_image is None:
+        return moving_frames(width, height, n)
+    with Image.open(pan_image) as opened:
+        return flicker_frames(np.asarray(opened.convert("RGB")), "pan", n, width, height)
 
 
 def run(args: argparse.Namespace) -> None:
@@ -200,23 +215,25 @@ def run(args: argparse.Namespace) -> None:
               "| transcode encoding the enhanced frames fps | streaming / that | frame-dump fps "
               "| dump JPEG / image script / re-join (s) |")
         print("| --- " * 10 + "|")
+        pan = f", pan over {args.pan_image.name}" if args.pan_image else ""
         for i, size in enumerate(args.sizes):
             width, height = map(int, size.split("x"))
             n = max(2, round(args.seconds[min(i, len(args.seconds) - 1)] * FPS))
-            clip = write_clip(work / f"clip_{size}.mp4", moving_frames(width, height, n), audio="aac")
+            clip = write_clip(work / f"clip_{size}.mp4", clip_frames(args.pan_image, width, height, n), audio="aac")
             (work / size).mkdir()
             seconds, floor, enhanced_floor, stages = time_routes(model, clip, work / size, args.repeats,
                                                                  args.batch_size)
-            print(f"| {size}, {n / FPS:g} s | {n} | {n / seconds:.1f} | {n / FPS / seconds:.2f} | {n / floor:.1f} | "
-                  f"{floor / seconds:.2f}x | {n / enhanced_floor:.1f} | {enhanced_floor / seconds:.2f}x | "
-                  f"{n / sum(stages.values()):.1f} | "
+            print(f"| {size}, {n / FPS:g} s{pan} | {n} | {n / seconds:.1f} | {n / FPS / seconds:.2f} | "
+                  f"{n / floor:.1f} | {floor / seconds:.2f}x | {n / enhanced_floor:.1f} | "
+                  f"{enhanced_floor / seconds:.2f}x | {n / sum(stages.values()):.1f} | "
                   f"{' / '.join(f'{s:.1f}' for s in stages.values())} |")
         if args.memory_seconds:
             width, height = map(int, args.sizes[0].split("x"))
             peaks = []
             for factor in (1, 10):
                 n = max(2, round(args.memory_seconds * factor * FPS))
-                clip = write_clip(work / f"memory_{n}.mp4", moving_frames(width, height, n), audio="aac")
+                clip = write_clip(work / f"memory_{n}.mp4", clip_frames(args.pan_image, width, height, n),
+                                  audio="aac")
                 peaks.append(peak_rss_mib(clip, work))
             print(f"peak RSS at {args.sizes[0]}: {peaks[0]:.0f} MiB for {args.memory_seconds:g} s, "
                   f"{peaks[1]:.0f} MiB for {10 * args.memory_seconds:g} s ({100 * (peaks[1] / peaks[0] - 1):+.1f}%)")
