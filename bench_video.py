@@ -30,7 +30,7 @@ from PIL import Image
 import inference
 import metrics
 from clips import FPS, brightness_flicker, decoded, flicker_frames, moving_frames, write_clip
-from files import to_uint8
+from files import BadInputError, read_image, to_uint8
 from model import EnhanceNet, load_enhance_net
 from video import BatchEnhancer, FrameEnhancer, enhance_video, transcode
 
@@ -186,23 +186,26 @@ def main(argv: list[str] | None = None) -> None:
         parser.error("--memory_seconds and --flicker_frames take 0 (skip) or more")
     if args.pan_image and not args.pan_image.is_file():
         parser.error(f"--pan_image {args.pan_image}: no such file")
+    try:
+        pan = to_uint8(read_image(args.pan_image)) if args.pan_image else None
+    except BadInputError as e:
+        parser.error(f"--pan_image {e}")
     threads = torch.get_num_threads()
     torch.set_num_threads(args.threads)
     try:
-        run(args)
+        run(args, pan)
     finally:
         torch.set_num_threads(threads)
 
 
-def clip_frames(pan_image: Path | None, width: int, height: int, n: int):
-    """The `n` frames of a throughput or memory clip: the synthetic dark scene, or a pan over `pan_image`."""
-    if pan_image is None:
-        return moving_frames(width, height, n)
-    with Image.open(pan_image) as opened:
-        return flicker_frames(np.asarray(opened.convert("RGB")), "pan", n, width, height)
+def clip_frames(pan: np.ndarray | None, width: int, height: int, n: int):
+    """The `n` frames of a throughput or memory clip: the synthetic dark scene, or a pan over the uint8 RGB image
+    `pan`."""
+    return moving_frames(width, height, n) if pan is None else flicker_frames(pan, "pan", n, width, height)
 
 
-def run(args: argparse.Namespace) -> None:
+def run(args: argparse.Namespace, pan: np.ndarray | None = None) -> None:
+    """The tables; `pan`: --pan_image's pixels, which the throughput and memory clips pan over."""
     torch.manual_seed(0)
     model = load_enhance_net(args.weights) if args.weights.is_file() else EnhanceNet().eval()
     inference.settle_for_streaming()  # as test.py runs videos
@@ -215,15 +218,15 @@ def run(args: argparse.Namespace) -> None:
               "| transcode encoding the enhanced frames fps | streaming / that | frame-dump fps "
               "| dump JPEG / image script / re-join (s) |")
         print("| --- " * 10 + "|")
-        pan = f", pan over {args.pan_image.name}" if args.pan_image else ""
+        label = f", pan over {args.pan_image.name}" if pan is not None else ""
         for i, size in enumerate(args.sizes):
             width, height = map(int, size.split("x"))
             n = max(2, round(args.seconds[min(i, len(args.seconds) - 1)] * FPS))
-            clip = write_clip(work / f"clip_{size}.mp4", clip_frames(args.pan_image, width, height, n), audio="aac")
+            clip = write_clip(work / f"clip_{size}.mp4", clip_frames(pan, width, height, n), audio="aac")
             (work / size).mkdir()
             seconds, floor, enhanced_floor, stages = time_routes(model, clip, work / size, args.repeats,
                                                                  args.batch_size)
-            print(f"| {size}, {n / FPS:g} s{pan} | {n} | {n / seconds:.1f} | {n / FPS / seconds:.2f} | "
+            print(f"| {size}, {n / FPS:g} s{label} | {n} | {n / seconds:.1f} | {n / FPS / seconds:.2f} | "
                   f"{n / floor:.1f} | {floor / seconds:.2f}x | {n / enhanced_floor:.1f} | "
                   f"{enhanced_floor / seconds:.2f}x | {n / sum(stages.values()):.1f} | "
                   f"{' / '.join(f'{s:.1f}' for s in stages.values())} |")
@@ -232,8 +235,7 @@ def run(args: argparse.Namespace) -> None:
             peaks = []
             for factor in (1, 10):
                 n = max(2, round(args.memory_seconds * factor * FPS))
-                clip = write_clip(work / f"memory_{n}.mp4", clip_frames(args.pan_image, width, height, n),
-                                  audio="aac")
+                clip = write_clip(work / f"memory_{n}.mp4", clip_frames(pan, width, height, n), audio="aac")
                 peaks.append(peak_rss_mib(clip, work))
             print(f"peak RSS at {args.sizes[0]}: {peaks[0]:.0f} MiB for {args.memory_seconds:g} s, "
                   f"{peaks[1]:.0f} MiB for {10 * args.memory_seconds:g} s ({100 * (peaks[1] / peaks[0] - 1):+.1f}%)")
@@ -247,9 +249,7 @@ def run(args: argparse.Namespace) -> None:
         print("| clip | input | " + " | ".join(f"alpha {a:g}" for a in SMOOTHING) + " |")
         print("| --- " * (len(SMOOTHING) + 2) + "|")
         for path in images:
-            with Image.open(path) as opened:
-                image = np.asarray(opened.convert("RGB"))
-            for kind, row in flicker_table(model, image, args.flicker_frames, work).items():
+            for kind, row in flicker_table(model, to_uint8(read_image(path)), args.flicker_frames, work).items():
                 print(f"| {kind}, {path.name} | " + " | ".join(f"{v:.3f}" for v in row) + " |")
 
 if __name__ == "__main__":

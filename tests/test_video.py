@@ -431,16 +431,21 @@ def test_bench_video_runs_tiny(capsys):
 @requires_shared
 def test_bench_video_times_a_pan_over_a_real_image(capsys, tmp_path):
     image = SHARED / "data/test_data/LOL/low/1.png"
-    frames = list(bench_video.clip_frames(image, 64, 48, 3))
-    pan = list(flicker_frames(np.asarray(Image.open(image).convert("RGB")), "pan", 3, 64, 48))
+    pixels = np.asarray(Image.open(image).convert("RGB"))
+    frames = list(bench_video.clip_frames(pixels, 64, 48, 3))
     assert [f.shape for f in frames] == [(48, 64, 3)] * 3 and not np.array_equal(frames[0], frames[2])
-    assert all(np.array_equal(a, b) for a, b in zip(frames, pan))
+    assert all(np.array_equal(a, b) for a, b in zip(frames, flicker_frames(pixels, "pan", 3, 64, 48)))
     bench_video.main(["--sizes", "64x48", "--seconds", "0.1", "--repeats", "1", "--memory_seconds", "0",
                       "--flicker_frames", "0", "--pan_image", str(image)])
     assert "| 64x48, 0.1 s, pan over 1.png | 3 |" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         bench_video.main(["--pan_image", str(tmp_path / "missing.png")])
     assert f"--pan_image {tmp_path / 'missing.png'}: no such file" in capsys.readouterr().err
+    (tmp_path / "bad.png").write_bytes(b"not an image")
+    with pytest.raises(SystemExit):
+        bench_video.main(["--pan_image", str(tmp_path / "bad.png")])
+    err = capsys.readouterr().err
+    assert f"--pan_image {tmp_path / 'bad.png'}: not a readable image" in err and "Traceback" not in err
 
 
 def test_the_bench_floor_encodes_the_frames_streaming_encodes(tmp_path, model):
