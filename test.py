@@ -21,7 +21,7 @@ import inference
 from files import IMAGE_EXTENSIONS, BadInputError, find_inputs, remove_temporaries
 from images import enhance_each, enhance_images, uint8_enhancer
 from model import load_enhance_net
-from video import VIDEO_EXTENSIONS, VideoError, enhance_video, planned_output
+from video import VIDEO_EXTENSIONS, VideoError, enhance_video, planned_output, plural
 
 class SetupError(Exception):
     """A problem that stops the whole run before it starts (exit status 2)."""
@@ -143,10 +143,6 @@ def run(args: argparse.Namespace) -> int:
     not_written = len(unlisted) + len(skipped) + len(video_plan) - videos
     print(summary(done, videos, not_written, args.test_dir, model_seconds, wall, device, damaged))
     return 1 if unlisted + skipped + video_problems else 0
-
-
-def plural(n: int, noun: str) -> str:
-    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def summary(images: int, videos: int, skipped: int, test_dir: Path, model_seconds: float, wall: float,

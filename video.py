@@ -166,14 +166,12 @@ class Damage:
                 "1 packet not decoded, its frame left out" if self.lost == 1 else
                 f"{self.lost} packets not decoded, their frames left out") + ", the rest enhanced")
         if self.concealed:
-            said.append(f"{self.concealed} frame{'s' * (self.concealed > 1)} decoded from damaged data, the first at "
+            said.append(f"{plural(self.concealed, 'frame')} decoded from damaged data, the first at "
                         f"{self.concealed_at:.2f} s (concealed by FFmpeg's decoder, kept)")
         if self.audio_refused:
-            said.append(f"{self.audio_refused} audio packet{'s' * (self.audio_refused > 1)} left out (damaged "
-                        "timestamps, out of order)")
+            said.append(f"{plural(self.audio_refused, 'audio packet')} left out (damaged timestamps, out of order)")
         if self.audio_unknown:
-            said.append(f"{self.audio_unknown} audio stream{'s' * (self.audio_unknown > 1)} left out (codec unknown: "
-                        "a damaged header?)")
+            said.append(f"{plural(self.audio_unknown, 'audio stream')} left out (codec unknown: a damaged header?)")
         return said
 
 
@@ -192,6 +190,11 @@ def _ffmpeg_errors() -> Iterator[list[tuple[int, str, str]]]:
     finally:
         av.logging.set_level(level)
         av.logging.set_skip_repeated(skip_repeated)
+
+
+def plural(n: int, noun: str) -> str:
+    """`n` and `noun`, with an s unless n is 1: '1 frame', '3 frames'."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def _one_line(e: BaseException) -> str:
@@ -322,7 +325,7 @@ def transcode(src: Path, dst: Path, enhance: BatchEnhancer, *, batch_size: int =
     with _ffmpeg_errors() as opening:  # probing reads a small file to its end: a cut one is said here
         container, in_video = _open_input(src)
     others = len(container.streams.video) - 1
-    notes = [f"{others} more video stream{'s' * (others > 1)} left out (only the first is enhanced)"] if others else []
+    notes = [f"{plural(others, 'more video stream')} left out (only the first is enhanced)"] if others else []
     try:
         in_audio = _audio_streams(container)
         dst = output_path(dst, _audio_codecs(in_audio))
