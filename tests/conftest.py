@@ -1,5 +1,5 @@
-"""Shared test helpers: where ../shared is, a marker for tests that need it, a random network, a video's packets,
-folders that cannot be listed, and one torch thread per test."""
+"""Shared test helpers: where ../shared is, a marker for tests that need it, a random network, a video's packets and
+its cuts, folders that cannot be listed, and one torch thread per test."""
 import errno
 import os
 from pathlib import Path
@@ -38,6 +38,14 @@ def nth_packet(path: Path, n: int, kind: str = "video") -> av.Packet:
     to cut or damage it."""
     with av.open(str(path)) as container:
         return [packet for packet in container.demux(**{kind: 0}) if packet.size][n]
+
+
+def cut_inside_packet(path: Path, n: int) -> av.Packet:
+    """Cut the file halfway through its n-th video packet with data (see `nth_packet`), as a copy that stopped
+    there; returns that packet. A byte count would land elsewhere each run: libx264's output varies."""
+    packet = nth_packet(path, n)
+    path.write_bytes(path.read_bytes()[:packet.pos + packet.size // 2])
+    return packet
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ import images
 import inference
 import test as enhance_script
 from clips import moving_frames, write_clip
-from conftest import ROOT, SHARED, nth_packet, requires_shared
+from conftest import ROOT, SHARED, cut_inside_packet, requires_shared
 from files import BadInputError, read_image, to_uint8, write_image
 from images import enhance_each, enhance_images, uint8_enhancer
 from model import EnhanceNet, init_weights, load_enhance_net
@@ -450,9 +450,7 @@ def test_the_summary_counts_the_videos_from_a_cut_or_damaged_input(tmp_path, ran
     (tmp_path / "in").mkdir()
     for name in ("cut.mkv", "whole.mkv"):
         write_clip(tmp_path / "in" / name, moving_frames(64, 48, 24))
-    cut = tmp_path / "in" / "cut.mkv"
-    packet = nth_packet(cut, 12)
-    cut.write_bytes(cut.read_bytes()[:packet.pos + packet.size // 2])
+    cut_inside_packet(tmp_path / "in" / "cut.mkv", 12)
     result = run_cli("--weight_dir", random_weights, "--input_dir", tmp_path / "in", "--test_dir", tmp_path / "out")
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert "(truncated or damaged)" in next(line for line in result.stdout.splitlines() if "cut.mkv: 12 frames" in line)

@@ -15,7 +15,7 @@ from av.video.reformatter import Interpolation
 import bench_video
 import video
 from clips import FPS, brightness_flicker, decoded, flicker_frames, moving_frames, write_clip
-from conftest import SHARED, nth_packet, requires_shared
+from conftest import SHARED, cut_inside_packet, nth_packet, requires_shared
 from model import EnhanceNet, init_weights, load_enhance_net, recurrent_enhance
 from files import to_uint8
 from video import YUV_MATRICES, FrameEnhancer, VideoError, encoder_frame, enhance_video, transcode
@@ -140,9 +140,7 @@ def test_options_out_of_range_are_refused(tmp_path, model, option):
                                            ("cut.avi", None)])
 def test_truncated_file_keeps_decoded_frames_in_a_playable_output(tmp_path, model, name, options):
     src = write_clip(tmp_path / name, moving_frames(96, 64, 2 * N), options=options)
-    packet = nth_packet(src, N)  # cut inside it: libx264's output differs run to run
-    cut = packet.pos + packet.size // 2
-    src.write_bytes(src.read_bytes()[:cut])
+    cut_inside_packet(src, N)
     report = enhance(model, src)
     assert 0 < report.frames < 2 * N
     assert report.error.startswith(f"{src}: ") and "(truncated or damaged)" in report.error
@@ -158,13 +156,11 @@ def test_a_packet_cut_short_is_not_decoded(tmp_path, model, name):
     # failure (.mp4); with frame threads the failure also dropped frames before it (3 of 5 kept, or none)
     src = write_clip(tmp_path / name, moving_frames(96, 64, 2 * N),
                      options={"movflags": "faststart"} if name.endswith(".mp4") else None)  # readable when cut
-    packet = nth_packet(src, 5)
-    start, size = packet.pos, packet.size
     data = src.read_bytes()
+    packet = cut_inside_packet(src, 5)
     clean = tmp_path / "clean" / name
     clean.parent.mkdir()
-    clean.write_bytes(data[:start])
-    src.write_bytes(data[:start + size // 2])
+    clean.write_bytes(data[:packet.pos])
     whole = enhance(model, clean).frames
     report = enhance(model, src)
     assert whole == 5 and report.frames == whole
@@ -175,8 +171,7 @@ def test_every_truncated_file_of_a_batch_is_said_to_be_cut(tmp_path, model):
     # FFmpeg's message is the same for each ("File ended prematurely"), and PyAV by default drops a message equal to
     # the one before it: the second file was enhanced as if whole, without a word
     src = write_clip(tmp_path / "cut.mkv", moving_frames(96, 64, 2 * N))
-    packet = nth_packet(src, N)
-    src.write_bytes(src.read_bytes()[:packet.pos + packet.size // 2])
+    cut_inside_packet(src, N)
     reports = [enhance(model, src) for _ in range(3)]
     assert all(r.frames == N and "(File ended prematurely)" in r.error for r in reports)
 
@@ -184,8 +179,7 @@ def test_every_truncated_file_of_a_batch_is_said_to_be_cut(tmp_path, model):
 def test_a_small_file_cut_short_is_said_to_be_cut_when_probing_met_its_end(tmp_path, model):
     # opening the file reads it to its end to find the stream's parameters: FFmpeg says so then, not while decoding
     src = write_clip(tmp_path / "cut.mkv", moving_frames(96, 64, 2 * N))
-    packet = nth_packet(src, 2)
-    src.write_bytes(src.read_bytes()[:packet.pos + packet.size // 2])
+    cut_inside_packet(src, 2)
     report = enhance(model, src)
     assert report.frames == 2 and "(File ended prematurely)" in report.error
 
